@@ -1,0 +1,5 @@
+"""Allow `python -m livepolicy`."""
+
+from livepolicy.cli import main
+
+main()

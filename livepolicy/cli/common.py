@@ -1,0 +1,96 @@
+"""What every command shares: loading inputs, printing diagnostics, exit codes, output."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.text import Text
+
+from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
+from livepolicy.facts.model import ClusterFacts
+from livepolicy.facts.sources import open_source
+from livepolicy.policy.load import PolicySet, load_policy_set
+from livepolicy.rules.registry import template_diagnostics
+
+# Terraform's -detailed-exitcode convention.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+out_console = Console(highlight=False, soft_wrap=True)
+
+
+def fail(diags: list[Diagnostic], as_json: bool = False) -> NoReturn:
+    if as_json:
+        sys.stdout.write(orjson.dumps({"valid": False, "diagnostics": [
+            d.to_json() for d in diags]}, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for d in diags:
+            err_console.print(Text(d.format(), style="red"))
+        err_console.print(Text(f"{len(diags)} problem(s) found.", style="bold red"))
+    sys.exit(EXIT_ERROR)
+
+
+@contextmanager
+def diagnostics_exit(as_json: bool = False) -> Iterator[None]:
+    """Turn DiagnosticError into located messages and exit 1, never a traceback."""
+    try:
+        yield
+    except DiagnosticError as exc:
+        fail(exc.diagnostics, as_json)
+
+
+def load_policies(path: str) -> PolicySet:
+    return load_policy_set(Path(path), checks=(template_diagnostics,))
+
+
+def load_facts(cluster: str) -> ClusterFacts:
+    return open_source(cluster).read()
+
+
+def resolve_now(now: str | None, facts: ClusterFacts) -> datetime:
+    text = now or facts.info.observed_at
+    if text:
+        try:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise DiagnosticError([Diagnostic("--now", f"not an RFC 3339 time: {text!r}",
+                                              None)]) from exc
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+                     .decode() + "\n")
+
+
+def print_lines(lines: list[tuple[str, str]]) -> None:
+    for style, line in lines:
+        out_console.print(Text(line, style=style or ""))
+
+
+def cluster_option(f: F) -> F:
+    return click.option("--cluster", "-c", required=True, metavar="SNAPSHOT",
+                        help="Cluster facts: a snapshot file (YAML or JSON List).")(f)
+
+
+def policies_option(f: F) -> F:
+    return click.option("--policies", "-p", default="policies", show_default=True,
+                        metavar="DIR", help="Directory of policy files.")(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Machine-readable JSON output.")(f)

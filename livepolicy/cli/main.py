@@ -1,0 +1,24 @@
+"""Entry point: the command group and its subcommands."""
+
+from __future__ import annotations
+
+import click
+
+from livepolicy import __version__
+from livepolicy.cli.inspect_cmds import explain, graph
+from livepolicy.cli.plan_cmds import plan, show
+from livepolicy.cli.policy_cmds import fmt, rules_cmd, schema, validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="livepolicy")
+def cli() -> None:
+    """Plan and apply Kubernetes container live migrations from YAML policies."""
+
+
+for command in (plan, show, validate, fmt, schema, rules_cmd, explain, graph):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="livepolicy")

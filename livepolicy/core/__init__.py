@@ -1,0 +1,1 @@
+"""Shared vocabulary used by every stage: diagnostics, quantities, selectors, instance catalog."""

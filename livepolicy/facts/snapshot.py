@@ -1,0 +1,55 @@
+"""Snapshot facts source: a `kubectl get ... -o yaml|json` List plus one ClusterInfo object.
+
+The file may be YAML or JSON, one List or many documents. Problems are reported as
+located diagnostics (positions are looked up only when there is something to report).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
+from livepolicy.core.yamlsrc import load_fast, locate_in_file
+from livepolicy.facts.kubeobjects import build_facts
+from livepolicy.facts.model import ClusterFacts
+
+
+def items_of(data: Any, report: Any) -> list[Any]:
+    if isinstance(data, dict) and isinstance(data.get("items"), list):
+        return list(data["items"])
+    if isinstance(data, dict) and data.get("kind") and data.get("kind") != "List":
+        return [data]
+    if isinstance(data, list):
+        return data
+    report("", "a snapshot must be a Kubernetes List (kind: List with items) or a list "
+               "of objects")
+    return []
+
+
+class SnapshotSource:
+    """`FactsSource` reading a snapshot file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> ClusterFacts:
+        data = load_fast(self.path)
+        problems: list[tuple[str, str]] = []
+
+        def report(pointer: str, message: str) -> None:
+            problems.append((pointer, message))
+
+        items = items_of(data, report)
+        base = "/items" if isinstance(data, dict) and "items" in data else ""
+        facts = build_facts(items, report, base=base, source=str(self.path))
+        if problems:
+            diags = []
+            for pointer, message in problems[:200]:
+                line, col = locate_in_file(self.path, pointer)
+                diags.append(Diagnostic(str(self.path), message, pointer, line, col))
+            if len(problems) > 200:
+                diags.append(Diagnostic(str(self.path),
+                                        f"... and {len(problems) - 200} more problems", None))
+            raise DiagnosticError(diags)
+        return facts

@@ -1,0 +1,1 @@
+"""The compatibility graph: which node may send a live pod to which node."""

@@ -1,0 +1,1 @@
+"""From policies, facts and the graph to an immutable Plan (selection, placement, budgets)."""

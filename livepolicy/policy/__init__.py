@@ -1,0 +1,1 @@
+"""The policy language: versioned YAML kinds, their loading with positions, and validation."""

@@ -1,0 +1,32 @@
+"""Markdown view for pull-request comments, cut cleanly below GitHub's 65,536 characters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from livepolicy.core.quantity import format_bytes, format_duration_ms
+from livepolicy.render.text import reasons_text, summary_line
+
+GITHUB_LIMIT = 65_536
+_env = Environment(loader=PackageLoader("livepolicy.render", "templates"),
+                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                   autoescape=False)
+_env.filters["bytes"] = format_bytes
+_env.filters["duration"] = format_duration_ms
+_env.filters["reasons"] = reasons_text
+
+
+def render_markdown(doc: dict[str, Any], max_chars: int = GITHUB_LIMIT - 1_000) -> str:
+    """Render; when too long, drop rows (never the summary) and say how many were left out."""
+    tmpl = _env.get_template("plan.md.j2")
+    limit = None
+    while True:
+        text = tmpl.render(doc=doc, summary=summary_line(doc), limit=limit)
+        if len(text) <= max_chars:
+            return text
+        longest = max(len(doc["migrations"]), len(doc["blocked"]), len(doc["labels"]))
+        limit = (limit if limit is not None else longest) // 2
+        if limit == 0:
+            return text[:max_chars] + "\n\n> Plan truncated.\n"
