@@ -37,8 +37,8 @@ def family_info(family: str) -> FamilyInfo | None:
     m = _FAMILY.match(family.lower())
     if not m:
         return None
-    _cls, gen, attrs = m.group(1), int(m.group(2)), m.group(3)
-    if "g" in attrs:
+    cls, gen, attrs = m.group(1), int(m.group(2)), m.group(3)
+    if "g" in attrs or (cls == "a" and gen == 1):  # a1 was the first Graviton family
         processor, arch = "graviton", "arm64"
     elif "a" in attrs:
         processor, arch = "amd", "amd64"

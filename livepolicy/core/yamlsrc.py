@@ -174,10 +174,19 @@ def load_fast(path: Path, display: str | None = None) -> Any:
         return {"apiVersion": "v1", "kind": "List", "items": [d for d in docs if d is not None]}
 
 
-def locate_in_file(path: Path, pointer: str) -> tuple[int, int]:
-    """Slow path: re-parse with positions only to place an error message."""
+LOCATE_MAX_BYTES = 32 * 2**20
+
+
+def locate_in_file(path: Path, pointers: list[str]) -> list[tuple[int, int]]:
+    """Slow path: re-parse once with positions only to place error messages.
+
+    Files above LOCATE_MAX_BYTES are not re-parsed (it would take minutes); their problems
+    keep the JSON pointer and line 0.
+    """
     try:
+        if path.stat().st_size > LOCATE_MAX_BYTES:
+            return [(0, 0)] * len(pointers)
         tree = _rt_yaml().load(path.read_text(encoding="utf-8"))
     except Exception:  # the fast parser accepted it; positions are a best effort
-        return (1, 1)
-    return locate(tree, pointer)
+        return [(1, 1)] * len(pointers)
+    return [locate(tree, p) for p in pointers]

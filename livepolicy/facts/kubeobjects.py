@@ -168,11 +168,21 @@ class Converter:
                         "expected standard or custom")
             mode = ""
         platform = str(spec.get("platform", "unknown")).lower()
+        version = spec.get("kubernetesVersion", "")
+        if not isinstance(version, str):
+            self.report(f"{ptr}/spec/kubernetesVersion", f"kubernetesVersion must be a "
+                        f"string such as \"v1.31.2\" (got {version!r}; quote it in YAML)")
+            version = ""
+        prefix = net.get("prefixDelegation", False)
+        if not isinstance(prefix, bool):
+            self.report(f"{ptr}/spec/networking/prefixDelegation",
+                        f"prefixDelegation must be true or false (got {prefix!r})")
+            prefix = False
         self.info = ClusterInfo(
             name=str(_map(obj.get("metadata")).get("name", "")), platform=platform,
-            kubernetes_version=str(spec.get("kubernetesVersion", "")),
+            kubernetes_version=version,
             region=str(spec.get("region", "")), subnets=tuple(subnets), network_mode=mode,
-            prefix_delegation=bool(net.get("prefixDelegation", False)),
+            prefix_delegation=prefix,
             observed_at=str(spec.get("observedAt", "")))
 
     # -- nodes --------------------------------------------------------------------------------

@@ -44,10 +44,10 @@ class SnapshotSource:
         base = "/items" if isinstance(data, dict) and "items" in data else ""
         facts = build_facts(items, report, base=base, source=str(self.path))
         if problems:
-            diags = []
-            for pointer, message in problems[:200]:
-                line, col = locate_in_file(self.path, pointer)
-                diags.append(Diagnostic(str(self.path), message, pointer, line, col))
+            shown = problems[:200]
+            places = locate_in_file(self.path, [p for p, _ in shown])
+            diags = [Diagnostic(str(self.path), message, pointer, line, col)
+                     for (pointer, message), (line, col) in zip(shown, places, strict=True)]
             if len(problems) > 200:
                 diags.append(Diagnostic(str(self.path),
                                         f"... and {len(problems) - 200} more problems", None))

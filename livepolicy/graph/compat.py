@@ -83,9 +83,9 @@ class CompatibilityGraph:
         return g
 
 
-def _label(node: NodeFacts) -> str:
-    net = node.labels.get("topology.cast.ai/subnet-id", "") if node.network_mode == "standard" \
-        else f"custom/{node.zone}"
+def _label(node: NodeFacts, ctx: Context) -> str:
+    net = node.labels.get(ctx.settings.labels.subnet_id, "") \
+        if node.network_mode == "standard" else f"custom/{node.zone}"
     return f"{node.region or '?'} {node.architecture or '?'} {node.generation_set or '?'} " \
            f"{net or '?'}"
 
@@ -108,7 +108,7 @@ def build_graph(ctx: Context) -> CompatibilityGraph:
     reps: dict[str, NodeFacts] = {}
     for i, (key, nodes) in enumerate(ordered):
         cid = f"c{i + 1:02d}"
-        classes.append(NodeClass(cid, key, tuple(n.name for n in nodes), _label(nodes[0])))
+        classes.append(NodeClass(cid, key, tuple(n.name for n in nodes), _label(nodes[0], ctx)))
         reps[cid] = nodes[0]
         for n in nodes:
             class_of[n.name] = cid

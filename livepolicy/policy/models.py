@@ -229,7 +229,10 @@ class SettingsSpec(Model):
     required_image_family: str = "FAMILY_AL2023"
     min_containerd_version: str = Field("2.0", pattern=r"^\d+(\.\d+){0,2}$")
     max_parallel: int = Field(10, ge=1, description="Cluster-wide cap across all policies")
-    gpu_resources: tuple[str, ...] = ("nvidia.com/gpu", "amd.com/gpu", "aws.amazon.com/neuron")
+    gpu_resources: tuple[str, ...] = Field(
+        ("nvidia.com/gpu", "nvidia.com/gpu.*", "nvidia.com/mig-*", "amd.com/gpu",
+         "gpu.intel.com/*", "aws.amazon.com/neuron*"),
+        description="Extended resources that mean a GPU or accelerator (shell-style patterns)")
     generation_sets: dict[str, str] = Field(
         default_factory=dict, description="Override: instance family -> generation-set name")
 

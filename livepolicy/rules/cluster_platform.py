@@ -18,7 +18,7 @@ class Platform(ClusterRule):
     def check(self, ctx: Context) -> Verdict:
         platform = ctx.facts.info.platform or "unknown"
         supported = ctx.settings.supported_platforms
-        ok = platform in supported
+        ok = platform.lower() in {p.lower() for p in supported}
         if ok:
             return self.verdict(True, f"platform {platform} is supported", platform=platform)
         return self.verdict(False, f"platform {platform!r} does not support live migration "

@@ -33,7 +33,7 @@ class VolumeZone(PodNodeRule):
         for v in pod.volumes:
             if zonal(v):
                 zone = v.zone or src.zone
-                if zone != dst.zone:
+                if not zone or zone != dst.zone:
                     wrong.append(f"{v.claim or v.name} in {zone or '?'}")
         if wrong:
             return self.verdict(False, f"{dst.name} is in zone {dst.zone or '?'}; volume "

@@ -1,6 +1,6 @@
 """TPL002: a node template's instance families form one generation set."""
 
-from livepolicy.core.catalog import family_info, generation_set
+from livepolicy.core.catalog import family_info, family_of, generation_set
 from livepolicy.policy.models import NodeTemplate, SettingsSpec
 from livepolicy.rules.base import TemplateProblem, TemplateRule
 
@@ -21,7 +21,7 @@ class TemplateGenerationSet(TemplateRule):
         sets: dict[str, list[str]] = {}
         for i, fam in enumerate(template.spec.instance_families):
             gs = generation_set(fam, settings.generation_sets)
-            info = family_info(fam)
+            info = family_info(family_of(fam))
             if gs is None:
                 problems.append(TemplateProblem(f"/spec/instanceFamilies/{i}",
                                                 f"unknown instance family {fam!r}"))

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: set up, lint, type-check, layer contracts, tests.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k planner).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff"; ruff check livepolicy tests bench scripts
+echo "== mypy"; mypy
+echo "== import-linter"; lint-imports
+echo "== generated files are current"
+livepolicy schema --check --out schemas
+livepolicy rules --markdown | diff -u docs/rules.md - >/dev/null \
+  || { echo "docs/rules.md is stale: livepolicy rules --markdown > docs/rules.md"; exit 1; }
+echo "== pytest"
+exec python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,201 @@
+"""The command line as users run it: exit codes, located errors, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from livepolicy.cli.main import cli
+from tests.conftest import ROOT
+
+BASIC = "tests/cases/basic/cluster.yaml"
+BASIC_POL = "tests/cases/basic/policies.yaml"
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_plan_detailed_exitcode_reports_changes() -> None:
+    r = run("plan", "--cluster", BASIC, "--policies", BASIC_POL, "--detailed-exitcode")
+    assert r.exit_code == 2
+    assert "Plan: 3 to migrate, 3 blocked" in r.output
+    assert "~ shop/db-0  a1 -> a2" in r.output
+    assert "[WL006]" in r.output
+
+
+def test_plan_json_contract(tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    r = run("plan", "--cluster", BASIC, "--policies", BASIC_POL, "--json", "--out", str(out))
+    assert r.exit_code == 0
+    doc = json.loads(r.output)
+    assert doc == json.loads(out.read_text())
+    assert doc["format_version"] == 1
+    assert set(doc["summary"]) >= {"migrations", "blocked", "labels_add", "labels_remove"}
+    m = doc["migrations"][0]
+    assert {"pod", "from", "to", "policy", "strategy", "estimate"} <= set(m)
+    b = doc["blocked"][0]
+    assert {"pod", "policy", "reasons"} <= set(b) and {"code", "message"} <= set(b["reasons"][0])
+    lab = doc["labels"][0]
+    assert set(lab) >= {"pod", "key", "value", "action"} and lab["action"] in ("add", "remove")
+
+
+def test_show_renders_saved_plan_and_refuses_tampering(tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    run("plan", "--cluster", BASIC, "--policies", BASIC_POL, "--out", str(out))
+    shown = run("show", str(out))
+    assert shown.exit_code == 0 and "Plan: 3 to migrate" in shown.output
+    md = run("show", str(out), "--markdown")
+    assert md.output.startswith("### livepolicy plan") and "<details>" in md.output
+    out.write_text(out.read_text().replace('"a2"', '"a3"'))
+    bad = run("show", str(out))
+    assert bad.exit_code == 1 and "fingerprint mismatch" in bad.output
+
+
+def test_no_changes_exit_zero(tmp_path: Path) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text("apiVersion: livepolicy.io/v1alpha1\nkind: MigrationPolicy\nmetadata:\n"
+                   "  name: none\nspec:\n  sources:\n    names: [no-such-node]\n")
+    enabled = 'live.cast.ai/migration-enabled: "true"'
+    text = (ROOT / BASIC).read_text().replace("labels: {app: web}",
+                                              f"labels: {{app: web, {enabled}}}")
+    text = text.replace("uid: u4\n", f"uid: u4\n      labels: {{{enabled}}}\n")
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text(text)
+    r = run("plan", "--cluster", str(cluster), "--policies", str(pol), "--detailed-exitcode")
+    assert r.exit_code == 0, r.output
+    assert "No changes." in r.output
+
+
+def test_validate_ok_and_json() -> None:
+    r = run("validate", "policies")
+    assert r.exit_code == 0 and "Success!" in r.output
+    j = run("validate", "policies", "--json")
+    assert json.loads(j.output)["valid"] is True
+
+
+BAD_POLICIES = {
+    "malformed.yaml": ("kind: [unclosed\n", "invalid YAML"),
+    "wrongtype.yaml": ("apiVersion: livepolicy.io/v1alpha1\nkind: MigrationPolicy\nmetadata:\n"
+                       "  name: x\nspec:\n  sources: {cordoned: true}\n  priority: high\n",
+                       "valid integer"),
+    "unknownkind.yaml": ("apiVersion: livepolicy.io/v1alpha1\nkind: Gizmo\nmetadata: {name: g}\n",
+                         "unknown kind 'Gizmo'"),
+    "missing.yaml": ("apiVersion: livepolicy.io/v1alpha1\nkind: NodeTemplate\nmetadata: "
+                     "{name: t}\nspec:\n  architecture: amd64\n", "missing required field "
+                     "'instanceFamilies'"),
+    "notes.txt": ("hello\n", "unknown file in policy directory"),
+    "badref.yaml": ("apiVersion: livepolicy.io/v1alpha1\nkind: MigrationPolicy\nmetadata:\n"
+                    "  name: r\nspec:\n  sources: {templates: [ghost]}\n  windows:\n"
+                    "    - {schedule: '99 * * * *', duration: 1h, timeZone: Nowhere/City}\n",
+                    "unknown NodeTemplate 'ghost'"),
+    "any.yaml": ("apiVersion: livepolicy.io/v1alpha1\nkind: NodeTemplate\nmetadata: {name: a}\n"
+                 "spec:\n  architecture: any\n  instanceFamilies: [c5, c3]\n", "TPL001"),
+    "dup.yaml": ("apiVersion: livepolicy.io/v1alpha1\nkind: MigrationPolicy\nmetadata: {name: r}\n"
+                 "spec: {sources: {cordoned: true}}\n", "duplicate MigrationPolicy 'r'"),
+}
+
+
+def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
+    for name, (text, _) in BAD_POLICIES.items():
+        (tmp_path / name).write_text(text)
+    r = run("validate", str(tmp_path))
+    assert r.exit_code == 1
+    for name, (_, expected) in BAD_POLICIES.items():
+        lines = [ln for ln in r.output.splitlines() if name in ln]
+        assert any(expected in ln for ln in lines), (name, expected, r.output)
+    assert "invalid cron expression" in r.output and "unknown time zone" in r.output
+    assert "TPL002" in r.output  # c5 with c3
+    located = [ln for ln in r.output.splitlines() if ".yaml:" in ln]
+    assert all(ln.split(":")[1].isdigit() and ln.split(":")[2].isdigit() for ln in located)
+    assert all("(at /" in ln for ln in located)
+    assert "Traceback" not in r.output
+
+
+BAD_SNAPSHOTS = {
+    "malformed.yaml": ("items: [\n", "invalid YAML", None),
+    "malformed.json": ('{"items": [1,, 2]}', "invalid JSON", None),
+    "notalist.yaml": ("- 1\n- 2\n", "expected a Kubernetes object", "/0"),
+    "unknownkind.yaml": ("apiVersion: v1\nkind: List\nitems:\n  - {apiVersion: v1, kind: "
+                         "Service, metadata: {name: s}}\n", "unknown kind 'Service'",
+                         "/items/0/kind"),
+    "nameless.yaml": ("apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Node\n"
+                      "    metadata: {labels: {}}\n", "node has no name", "/items/0/metadata/name"),
+    "badqty.yaml": ("apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Node\n"
+                    "    metadata: {name: n}\n    status:\n      allocatable: {cpu: lots, "
+                    "memory: 1Gi}\n", "invalid CPU quantity 'lots'",
+                    "/items/0/status/allocatable/cpu"),
+    "orphan.json": (json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "d"},
+         "spec": {"nodeName": "ghost", "containers": [{"name": "c"}]}}]}),
+        "unknown node 'ghost'", "/items/0/spec/nodeName"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SNAPSHOTS))
+def test_bad_snapshots_give_located_errors(name: str, tmp_path: Path) -> None:
+    text, expected, pointer = BAD_SNAPSHOTS[name]
+    path = tmp_path / name
+    path.write_text(text)
+    r = run("plan", "--cluster", str(path), "--policies", "policies")
+    assert r.exit_code == 1
+    first = r.output.splitlines()[0]
+    assert first.startswith(f"{path}:"), first
+    assert expected in first
+    if pointer:
+        assert f"(at {pointer})" in first
+    line = int(first.split(":")[1])
+    assert line >= 1
+
+
+def test_bad_snapshot_json_errors_are_located_in_json(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('{\n  "apiVersion": "v1",\n  "kind": "List",\n  "items": [\n    {"kind": '
+                    '"Node", "apiVersion": "v1", "metadata": {"name": "n"},\n     "status": '
+                    '{"allocatable": {"memory": "x"}}}\n  ]\n}\n')
+    r = run("plan", "--cluster", str(path), "--policies", "policies")
+    assert r.exit_code == 1
+    assert f"{path}:6:" in r.output and "invalid memory quantity" in r.output
+
+
+def test_missing_snapshot_file() -> None:
+    r = run("plan", "--cluster", "nope.yaml", "--policies", "policies")
+    assert r.exit_code == 1 and "no such snapshot file" in r.output
+
+
+def test_console_script_never_tracebacks(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("apiVersion: livepolicy.io/v1alpha1\nkind: MigrationPolicy\n")
+    proc = subprocess.run([sys.executable, "-m", "livepolicy", "validate", str(tmp_path)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "missing required field 'metadata'" in proc.stderr
+
+
+def test_explain_pod_and_nodes() -> None:
+    r = run("explain", "pod", "shop/shell", "--cluster", BASIC, "--policies", BASIC_POL)
+    assert r.exit_code == 0
+    assert "BLOCK WL006" in r.output and "ok    WL003" in r.output
+    j = json.loads(run("explain", "pod", "shop/db-0", "--cluster", BASIC, "--policies",
+                       BASIC_POL, "--json").output)
+    assert j["policy"] == "drain-cordoned" and j["destinations"]["accepting_volumes"] == 2
+    n = run("explain", "nodes", "a1", "old-c3", "--cluster", BASIC, "--policies", BASIC_POL)
+    assert "may NOT" in n.output and "BLOCK PR003" in n.output
+    ok = run("explain", "nodes", "a1", "a2", "--cluster", BASIC, "--policies", BASIC_POL)
+    assert "a pod may live-migrate from a1 to a2" in ok.output
+    missing = run("explain", "pod", "shop/nope", "--cluster", BASIC, "--policies", BASIC_POL)
+    assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_graph_exports() -> None:
+    dot = run("graph", "--cluster", BASIC, "--policies", BASIC_POL, "--format", "dot")
+    assert dot.output.startswith("digraph livepolicy")
+    j = json.loads(run("graph", "--cluster", BASIC, "--policies", BASIC_POL, "--format",
+                       "json").output)
+    assert {n["name"] for n in j["nodes"]} == {"a1", "a2", "a3", "b1", "old-c3", "arm1"}
