@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from livepolicy import __version__
+from livepolicy.cli.apply_cmds import agent, apply, force_unlock_cmd
 from livepolicy.cli.inspect_cmds import explain, graph
 from livepolicy.cli.plan_cmds import plan, show
 from livepolicy.cli.policy_cmds import fmt, rules_cmd, schema, validate
@@ -16,7 +17,8 @@ def cli() -> None:
     """Plan and apply Kubernetes container live migrations from YAML policies."""
 
 
-for command in (plan, show, validate, fmt, schema, rules_cmd, explain, graph):
+for command in (plan, show, apply, validate, fmt, schema, rules_cmd, explain, graph, agent,
+                force_unlock_cmd):
     cli.add_command(command)
 
 

@@ -104,6 +104,7 @@ class Plan:
     dependencies: dict[str, dict[str, str]]
     notes: tuple[Reason, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -122,6 +123,7 @@ class Plan:
     def body(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
+            "inputs": self.inputs,
             "cluster": self.cluster,
             "summary": self.summary(),
             "policies": list(self.policies),

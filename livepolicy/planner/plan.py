@@ -166,6 +166,7 @@ def make_plan(facts: ClusterFacts, ps: PolicySet, now: datetime) -> Plan:
                       "policies": dict(sorted(dep_policies.items()))},
         notes=tuple(cluster_block),
         stats={"pods_evaluated": len(facts.pods), "pods_selected": len(claimed)},
+        inputs={"cluster": facts.source, "policies": ps.root},
     )
 
 

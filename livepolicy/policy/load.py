@@ -48,6 +48,7 @@ class PolicySet:
     settings: SettingsSpec = DEFAULT_SETTINGS
     origins: dict[tuple[str, str], Document] = field(default_factory=dict)
     files: tuple[str, ...] = ()
+    root: str = ""
 
     def origin(self, kind: str, name: str) -> Document:
         return self.origins[(kind, name)]
@@ -154,7 +155,7 @@ def load_policy_set(root: Path, checks: Sequence[Check] = ()) -> PolicySet:
             diags.extend(problems)
             if obj is not None:
                 loaded.append(Loaded(obj, doc))
-    ps = PolicySet(files=tuple(str(f) for f in files))
+    ps = PolicySet(files=tuple(str(f) for f in files), root=str(root))
     diags.extend(_assemble(ps, loaded))
     diags.extend(semantic_checks(ps))
     for check in checks:

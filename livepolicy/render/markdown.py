@@ -30,3 +30,16 @@ def render_markdown(doc: dict[str, Any], max_chars: int = GITHUB_LIMIT - 1_000) 
         limit = (limit if limit is not None else longest) // 2
         if limit == 0:
             return text[:max_chars] + "\n\n> Plan truncated.\n"
+
+
+def render_apply_report(report: dict[str, Any], max_chars: int = GITHUB_LIMIT - 1_000) -> str:
+    """Markdown apply report; rows are cut (with a note) to stay below the comment limit."""
+    tmpl = _env.get_template("apply.md.j2")
+    limit = None
+    while True:
+        text = tmpl.render(limit=limit, **report)
+        if len(text) <= max_chars:
+            return text
+        limit = (limit if limit is not None else len(report["outcomes"])) // 2
+        if limit == 0:
+            return text[:max_chars] + "\n\n> Report truncated.\n"

@@ -1,0 +1,94 @@
+"""Append-only, fsynced journal of every migration phase change.
+
+A phase is written *before* it takes effect, so after a crash at any instant the journal
+says the furthest step that may have happened; the agents say what really did. The
+`committing` record is the single commit point: before it, recovery rolls back; after it,
+recovery rolls forward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Ordered phases of one attempt; `committing` is the commit point.
+PHASES = ("pending", "preparing", "checkpointing", "transferring", "restoring", "verifying",
+          "committing", "committed")
+FINAL = ("committed", "rolled_back", "failed", "skipped")
+COMMIT_POINT = "committing"
+
+
+def past_commit_point(phase: str) -> bool:
+    return phase in ("committing", "committed")
+
+
+@dataclass
+class MigrationRecord:
+    """What the journal says about one planned migration."""
+
+    mid: str
+    phase: str = "pending"
+    attempt: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.phase in FINAL
+
+
+class Journal:
+    """JSON-lines file; each append is flushed and fsynced before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._seq = sum(1 for _ in self._lines())
+
+    def _lines(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if not self.path.exists():
+            return out
+        with self.path.open(encoding="utf-8") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a torn last line from a crash mid-write: ignore it and later ones
+        return out
+
+    def append(self, kind: str, **data: Any) -> None:
+        with self._lock:
+            self._seq += 1
+            rec = {"seq": self._seq, "time": round(time.time(), 3), "kind": kind, **data}
+            os.write(self._fd, (json.dumps(rec, sort_keys=True) + "\n").encode())
+            os.fsync(self._fd)
+
+    def phase(self, mid: str, phase: str, attempt: int, **detail: Any) -> None:
+        self.append("phase", mid=mid, phase=phase, attempt=attempt, **detail)
+
+    def records(self) -> dict[str, MigrationRecord]:
+        out: dict[str, MigrationRecord] = {}
+        for rec in self._lines():
+            if rec.get("kind") != "phase":
+                continue
+            r = out.setdefault(rec["mid"], MigrationRecord(rec["mid"]))
+            r.phase = rec["phase"]
+            r.attempt = rec.get("attempt", 0)
+            r.error = rec.get("error", "")
+            r.detail = {k: v for k, v in rec.items()
+                        if k not in ("seq", "time", "kind", "mid", "phase", "attempt")}
+        return out
+
+    def events(self) -> list[dict[str, Any]]:
+        return self._lines()
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,105 @@
+"""State lock: one apply at a time per state directory.
+
+`flock` does the locking, so a lock held by a process that died (even by SIGKILL) is
+released by the kernel and the next apply proceeds. `lock.json` beside it tells who holds
+the lock (ID, owner, pid, since), which the conflict message shows.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class LockHeld(Exception):
+    info: dict[str, Any]
+
+    def __str__(self) -> str:
+        i = self.info
+        return (f"state is locked by another apply: ID {i.get('id', '?')}, owner "
+                f"{i.get('owner', '?')} (pid {i.get('pid', '?')} on {i.get('host', '?')}), "
+                f"since {i.get('since', '?')}; if that apply is gone, run "
+                f"`livepolicy force-unlock {i.get('id', 'ID')}`")
+
+
+class StateLock:
+    def __init__(self, directory: Path, operation: str = "apply") -> None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = directory / "lock"
+        self.info_path = directory / "lock.json"
+        self.operation = operation
+        self.id = str(uuid.uuid4())
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(read_info(self.info_path)) from None
+        self._fd = fd
+        info = {"id": self.id, "operation": self.operation, "owner": _owner(),
+                "pid": os.getpid(), "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        tmp = self.info_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info), encoding="utf-8")
+        os.replace(tmp, self.info_path)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.info_path.unlink(missing_ok=True)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def read_info(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def force_unlock(directory: Path, lock_id: str) -> str:
+    """Remove a stale lock record. A lock still held by a live process cannot be broken."""
+    info_path = directory / "lock.json"
+    info = read_info(info_path)
+    if not info:
+        return "no lock is recorded"
+    if info.get("id") != lock_id:
+        raise ValueError(f"lock ID {lock_id} does not match the current lock {info.get('id')}")
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ValueError(f"lock {lock_id} is held by a running process (pid "
+                         f"{info.get('pid')}); stop it first") from None
+    finally:
+        os.close(fd)
+    info_path.unlink(missing_ok=True)
+    return f"lock {lock_id} removed"

@@ -1,0 +1,179 @@
+"""`apply`, `agent` and `force-unlock`: carry out plans through node agents."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from livepolicy.apply.cluster import SnapshotWriter
+from livepolicy.apply.engine import AgentEndpoint, Engine, EngineOptions
+from livepolicy.apply.events import JsonLinesSink, ListSink, TeeSink, make_event
+from livepolicy.apply.journal import Journal
+from livepolicy.apply.local_agents import LocalSimAgents
+from livepolicy.apply.lock import LockHeld, StateLock, force_unlock
+from livepolicy.apply.stale import stale_reasons
+from livepolicy.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    diagnostics_exit,
+    json_option,
+    load_facts,
+    load_policies,
+    print_lines,
+    resolve_now,
+)
+from livepolicy.cli.progress import RichProgressSink
+from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
+from livepolicy.core.yamlsrc import load_fast
+from livepolicy.planner.plan import make_plan
+from livepolicy.planner.serialize import plan_document, read_plan
+from livepolicy.render.markdown import render_apply_report
+from livepolicy.render.text import render
+
+
+class StaticAgents:
+    """Agents listed in a file: `{node: {url: ..., tokenFile: ...}}` (YAML or JSON)."""
+
+    def __init__(self, path: Path) -> None:
+        data = load_fast(path)
+        if not isinstance(data, dict):
+            raise DiagnosticError([Diagnostic(str(path), "agents file must map node names "
+                                              "to {url, tokenFile}", "")])
+        self.endpoints = {}
+        for node, spec in data.items():
+            token = Path(str(spec["tokenFile"])).read_text(encoding="utf-8").strip()
+            self.endpoints[str(node)] = AgentEndpoint(str(node), str(spec["url"]), token)
+
+    def endpoint(self, node: str) -> AgentEndpoint:
+        return self.endpoints[node]
+
+
+def _confirm(doc: dict[str, Any]) -> bool:
+    print_lines(render(doc, limit=50))
+    return click.confirm("\nDo you want to perform these migrations?", default=False,
+                         err=True)
+
+
+@click.command()
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False))
+@click.option("--cluster", "-c", metavar="SNAPSHOT",
+              help="Cluster facts (default: the snapshot the plan was made from).")
+@click.option("--policies", "-p", metavar="DIR",
+              help="Policy directory (default: the one the plan was made from, or policies).")
+@click.option("--agents", "agents", default="sim", show_default=True,
+              help="'sim' starts simulated agents on loopback; or a file mapping nodes to "
+                   "agent URLs and token files.")
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking (no saved plan).")
+@json_option
+@click.option("--report", type=click.Path(dir_okay=False),
+              help="Write a Markdown report fit for a pull-request comment.")
+@click.option("--state-dir", default=".livepolicy", show_default=True,
+              help="Journal, lock and local agent state.")
+@click.option("--parallelism", default=10, show_default=True,
+              help="At most this many migrations at once (budgets may allow fewer).")
+@click.option("--sim-time-scale", default=0.01, show_default=True,
+              help="sim agents: real seconds per simulated second.")
+@click.option("--call-timeout", type=float, help="Seconds before an agent call counts as "
+              "hung (default: the policy's progressTimeout).")
+def apply(planfile: str | None, cluster: str | None, policies: str | None, agents: str,
+          yes: bool, as_json: bool, report: str | None, state_dir: str, parallelism: int,
+          sim_time_scale: float, call_timeout: float | None) -> None:
+    """Carry out a saved plan (or plan, confirm and apply) through the node agents."""
+    state = Path(state_dir)
+    with diagnostics_exit(as_json):
+        if planfile:
+            doc = read_plan(Path(planfile))
+            cluster = cluster or doc["cluster"]["source"]
+            policies = policies or doc.get("inputs", {}).get("policies") or "policies"
+        if not cluster:
+            raise DiagnosticError([Diagnostic("--cluster", "apply needs --cluster or a saved "
+                                              "plan", None)])
+        ps = load_policies(policies or "policies")
+        facts = load_facts(cluster)
+        if not planfile:
+            doc = plan_document(make_plan(facts, ps, resolve_now(None, facts)))
+            if not as_json and not yes and not _confirm(doc):
+                click.echo("Apply cancelled.", err=True)
+                sys.exit(EXIT_OK)
+    lock = StateLock(state)
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    with ExitStack() as stack:
+        stack.callback(lock.release)
+        run_dir = state / "runs" / str(doc["fingerprint"])[:16]
+        journal = Journal(run_dir / "journal.jsonl")
+        stack.callback(journal.close)
+        touched = {f"Pod/{doc_m['pod']}" for doc_m in doc["migrations"]
+                   if doc_m["id"] in journal.records()}
+        touched |= {f"Node/{n}" for doc_m in doc["migrations"]
+                    if doc_m["id"] in journal.records() for n in (doc_m["from"], doc_m["to"])}
+        if journal.records():  # a resumed run: labels may already be written too
+            touched |= {f"Pod/{lc['pod']}" for lc in doc["labels"]}
+        if planfile:
+            reasons = stale_reasons(doc, facts, ps, ignore=touched)
+            if reasons:
+                with diagnostics_exit(as_json):
+                    raise DiagnosticError([Diagnostic(
+                        planfile, "Saved plan is stale: " + "; ".join(reasons[:20])
+                        + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
+                        + ". Run `livepolicy plan` again.", None)])
+        if agents == "sim":
+            pool: Any = LocalSimAgents(state, facts, time_scale=sim_time_scale)
+            stack.callback(pool.stop)
+            try:
+                pool.start()
+                pool.seed(facts)
+            except (RuntimeError, OSError) as exc:
+                click.echo(f"Error: cannot start the sim agents: {exc}", err=True)
+                sys.exit(EXIT_ERROR)
+        else:
+            with diagnostics_exit(as_json):
+                pool = StaticAgents(Path(agents))
+        collected = ListSink()
+        if as_json:
+            sink: Any = TeeSink(JsonLinesSink(), collected)
+        else:
+            progress = RichProgressSink(len(doc["migrations"]))
+            stack.enter_context(progress)
+            sink = TeeSink(progress, collected)
+        writer = SnapshotWriter(Path(cluster))
+        engine = Engine(doc, pool, journal, writer, sink, EngineOptions(
+            parallelism=parallelism, call_timeout_s=call_timeout))
+        result = engine.run()
+    if report:
+        Path(report).write_text(render_apply_report({
+            "summary": result.summary_line(), "fingerprint": doc["fingerprint"],
+            "cluster": cluster, "counts": {r: result.count(r) for r in (
+                "migrated", "rolled_back", "failed", "skipped", "deferred")},
+            "outcomes": [o.to_json() for o in result.outcomes.values()]}), encoding="utf-8")
+    if as_json:
+        JsonLinesSink().emit(make_event("apply_result", result.summary_line(), outcomes=[
+            o.to_json() for o in result.outcomes.values()]))
+    sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+@click.command(name="force-unlock")
+@click.argument("lock_id")
+@click.option("--state-dir", default=".livepolicy", show_default=True)
+def force_unlock_cmd(lock_id: str, state_dir: str) -> None:
+    """Remove a stale state lock left by an apply that is gone."""
+    try:
+        click.echo(force_unlock(Path(state_dir), lock_id))
+    except ValueError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def agent(args: tuple[str, ...]) -> None:
+    """Run the node agent (see `livepolicy agent --help`)."""
+    from livepolicy.agent.main import run_agent
+    sys.exit(run_agent(list(args)))
