@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from typing import Any
 
 from livepolicy.core.selectors import NodeSelectorTerms, Selector
 
@@ -214,6 +215,18 @@ class ClusterFacts:
     @cached_property
     def pod_by_key(self) -> dict[str, PodFacts]:
         return {p.key: p for p in self.pods}
+
+    @cached_property
+    def memo(self) -> dict[str, dict[Any, Any]]:
+        """Scratch caches for derived lookups (the facts themselves never change)."""
+        return {}
+
+    @cached_property
+    def pdbs_by_namespace(self) -> dict[str, list[PdbFacts]]:
+        out: dict[str, list[PdbFacts]] = {}
+        for d in self.pdbs:
+            out.setdefault(d.namespace, []).append(d)
+        return out
 
     @cached_property
     def pods_by_node(self) -> dict[str, list[PodFacts]]:

@@ -44,8 +44,16 @@ def pdb_allowance(pdb: PdbFacts, facts: ClusterFacts) -> int:
 
 
 def pdbs_for(pod: PodFacts, facts: ClusterFacts) -> list[PdbFacts]:
-    return [d for d in facts.pdbs if d.namespace == pod.namespace
-            and not d.selector.empty and d.selector.matches(pod.labels)]
+    """PDBs covering a pod; memoised per (namespace, labels), which replicas share."""
+    in_ns = facts.pdbs_by_namespace.get(pod.namespace)
+    if not in_ns:
+        return []
+    key = (pod.namespace, tuple(sorted(pod.labels.items())))
+    cache = facts.memo.setdefault("pdbs_for", {})
+    if key not in cache:
+        cache[key] = [d for d in in_ns if not d.selector.empty and d.selector.matches(pod.labels)]
+    found: list[PdbFacts] = cache[key]
+    return found
 
 
 @dataclass(frozen=True)

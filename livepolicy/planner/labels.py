@@ -16,12 +16,15 @@ from livepolicy.rules.base import Context
 from livepolicy.rules.registry import POD_NODE_RULES, POD_RULES
 
 
-def eligible(pod: PodFacts, graph: CompatibilityGraph, ctx: Context, allow: Allow) -> bool:
+def eligible(pod: PodFacts, graph: CompatibilityGraph, ctx: Context, allow: Allow,
+             rule_blocked: bool | None = None) -> bool:
+    """`rule_blocked` passes in a verdict the planner already computed for this pod."""
     if graph.cluster_blockers or not pod.node or not graph.usable(pod.node):
         return False
-    for rule in POD_RULES:
-        if rule.check(pod, ctx, allow).blocks:
-            return False
+    if rule_blocked is None:
+        rule_blocked = any(rule.check(pod, ctx, allow).blocks for rule in POD_RULES)
+    if rule_blocked:
+        return False
     if graph.out_degree(pod.node) == 0:
         return False
     relevant = [r for r in POD_NODE_RULES if r.relevant(pod)]
@@ -34,15 +37,16 @@ def eligible(pod: PodFacts, graph: CompatibilityGraph, ctx: Context, allow: Allo
 
 
 def plan_labels(facts: ClusterFacts, graph: CompatibilityGraph, ctx: Context,
-                policies: list[CompiledPolicy], sel: Selection,
-                migrating: set[str]) -> list[LabelChange]:
+                policies: list[CompiledPolicy], sel: Selection, migrating: set[str],
+                rule_blocked: dict[str, bool]) -> list[LabelChange]:
     key = ctx.settings.labels.migration_enabled
     out = []
     for pod in facts.pods:
         pol = sel.claimed.get(pod.key) or next(
             (p for p in policies if p.selects_workload(pod)), None)
         allow = pol.policy.spec.allow if pol else Allow()
-        ok = pod.key in migrating or eligible(pod, graph, ctx, allow)
+        ok = pod.key in migrating or eligible(pod, graph, ctx, allow,
+                                              rule_blocked.get(pod.key))
         has = pod.labels.get(key) == "true"
         if ok and not has:
             out.append(LabelChange(pod.key, key, "true", "add"))

@@ -24,7 +24,7 @@ def policies_path(case: Path) -> Path:
 
 def plan_bytes(case: Path) -> bytes:
     facts = load_facts(str((case / "cluster.yaml").relative_to(ROOT)))
-    ps = load_policies(str(policies_path(case)))
+    ps = load_policies(str(policies_path(case).relative_to(ROOT)))
     return dumps(plan_document(make_plan(facts, ps, resolve_now(None, facts))))
 
 
