@@ -26,6 +26,7 @@ from livepolicy.apply.journal import Journal, MigrationRecord, past_commit_point
 from livepolicy.core.quantity import parse_bandwidth, parse_duration_ms
 from livepolicy.planner.windows import window_open
 
+TRANSIENT_STATUS = (500, 502, 503, 504)  # an idempotent call answered so may be retried
 PHASE_ORDER = ("pending", "preparing", "checkpointing", "transferring", "restoring",
                "verifying", "committing", "committed")
 
@@ -48,7 +49,6 @@ class EngineOptions:
     parallelism: int = 10
     call_timeout_s: float | None = None  # default: the policy's progressTimeout
     recovery_timeout_s: float = 60.0  # how long to keep retrying rollback/commit calls
-    max_attempts: int = 2  # an interrupted migration is retried once
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -117,7 +117,8 @@ class Engine:
         self._writer_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------
-    def _agent_mid(self, mid: str, attempt: int) -> str:
+    def agent_mid(self, mid: str, attempt: int = 0) -> str:
+        """The migration id the agents know an attempt of plan migration `mid` by."""
         return f"lp-{self.run_id}-{mid}-a{attempt}"
 
     def _client(self, node: str, timeout: float) -> tuple[AgentClient, AgentEndpoint]:
@@ -140,7 +141,9 @@ class Engine:
         return o
 
     def _retry(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Retry an idempotent call while the agent is unreachable, within the recovery time."""
+        """Retry an idempotent call (commit, rollback) within the recovery time while the
+        agent is unreachable or answers with a transient server error (500, 502-504): past
+        the commit point the only way is forward, and a rollback must not give up early."""
         deadline = time.monotonic() + self.opts.recovery_timeout_s
         delay = 0.1
         while True:
@@ -149,8 +152,11 @@ class Engine:
             except AgentUnreachable:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            except AgentError as err:
+                if err.status not in TRANSIENT_STATUS or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _record_move(self, m: dict[str, Any]) -> None:
         with self._writer_lock:
@@ -158,7 +164,7 @@ class Engine:
 
     # -- one migration -----------------------------------------------------------------------
     def _migrate(self, m: dict[str, Any], attempt: int) -> Outcome:
-        mid, amid = m["id"], self._agent_mid(m["id"], attempt)
+        mid, amid = m["id"], self.agent_mid(m["id"], attempt)
         timeout = self._timeout(m)
         deadline = time.monotonic() + m["estimate"]["timeout_ms"] / 1000
         src, src_ep = self._client(m["from"], timeout)
@@ -229,7 +235,7 @@ class Engine:
 
     def _roll_back(self, m: dict[str, Any], attempt: int, reached: str, exc: Exception,
                    started: float, *, retry: bool = False) -> Outcome:
-        mid, amid = m["id"], self._agent_mid(m["id"], attempt)
+        mid, amid = m["id"], self.agent_mid(m["id"], attempt)
         error = str(exc)
         self.journal.phase(mid, "rolling_back", attempt, error=error, reached=reached)
         timeout = self._timeout(m)
@@ -285,7 +291,7 @@ class Engine:
 
     def _finish_commit(self, m: dict[str, Any], attempt: int, started: float,
                        freeze_ms: int) -> Outcome:
-        mid, amid = m["id"], self._agent_mid(m["id"], attempt)
+        mid, amid = m["id"], self.agent_mid(m["id"], attempt)
         timeout = self._timeout(m)
         src, _ = self._client(m["from"], timeout)
         dst, _ = self._client(m["to"], timeout)
@@ -311,14 +317,26 @@ class Engine:
     # -- recovery ----------------------------------------------------------------------------
     def _recover(self, rec: MigrationRecord) -> int | None:
         """Settle a migration an earlier run left in flight; returns the next attempt to run,
-        or None when the migration is settled for good."""
+        or None when the migration is settled for good.
+
+        Every migration settled here gets its closing event again (`recovered: true`): the
+        run that settled it may have been killed between its journal record and its event,
+        and a reader of this run's events must see each migration end.
+
+        A migration rolled back because an earlier apply stopped (not because it failed) is
+        always tried again, with a new attempt number (the agents refuse a rolled-back
+        migration id): being interrupted is not a failure of the migration.
+        """
         m = self.migrations[rec.mid]
         started = time.monotonic()
         if rec.phase == "committed":
             self._record_move(m)
-            self._outcome(m, "migrated", "destination", phase="committed",
-                          freeze_ms=int(rec.detail.get("freeze_ms", 0)),
-                          duration_ms=int(rec.detail.get("duration_ms", 0)))
+            o = self._outcome(m, "migrated", "destination", phase="committed",
+                              freeze_ms=int(rec.detail.get("freeze_ms", 0)),
+                              duration_ms=int(rec.detail.get("duration_ms", 0)))
+            self._event("apply_complete", m, f"{m['pod']}: migrated to {m['to']}",
+                        outcome="migrated", freeze_ms=o.freeze_ms, duration_ms=o.duration_ms,
+                        recovered=True)
             return None
         if past_commit_point(rec.phase) or (rec.phase == "failed" and
                                             rec.detail.get("reached") == "committing"):
@@ -326,11 +344,24 @@ class Engine:
                         phase="committing", recovered=True)
             self._finish_commit(m, rec.attempt, started, int(rec.detail.get("freeze_ms", 0)))
             return None
-        if rec.phase in ("rolled_back", "skipped") and not rec.detail.get("retry"):
-            self._outcome(m, rec.phase, "source", phase=rec.phase, error=rec.error)
+        if rec.phase == "skipped":
+            self._outcome(m, "skipped", "source", error=rec.error)
+            self._event("apply_skipped", m, f"{m['pod']}: skipped: {rec.error}",
+                        outcome="skipped", error=rec.error, recovered=True)
             return None
-        if rec.phase == "rolled_back":  # rolled back after an interruption: try again
-            return rec.attempt + 1 if rec.attempt + 1 < self.opts.max_attempts else None
+        if rec.phase == "rolled_back":
+            if rec.detail.get("retry"):  # rolled back after an interruption: try again
+                self._event("apply_errored", m, f"{m['pod']}: rolled back to {m['from']} "
+                            "after an interruption; trying again", level="warn",
+                            phase=str(rec.detail.get("reached", "")), outcome="rolled_back",
+                            error=rec.error, recovered=True, retry=True)
+                return rec.attempt + 1
+            self._outcome(m, "rolled_back", "source", phase=str(rec.detail.get("reached", "")),
+                          error=rec.error)
+            self._event("apply_errored", m, f"{m['pod']}: rolled back to {m['from']} "
+                        f"({rec.error})", level="error", phase=str(rec.detail.get("reached", "")),
+                        outcome="rolled_back", error=rec.error, recovered=True)
+            return None
         reached = str(rec.detail.get("reached", rec.phase))
         if reached not in PHASE_ORDER:
             reached = "verifying"  # unknown: assume the destination may run the pod
@@ -338,7 +369,7 @@ class Engine:
                     "migration", phase="rolling_back", recovered=True)
         o = self._roll_back(m, rec.attempt, reached, MigrationFailed(
             "interrupted by a previous apply that stopped"), started, retry=True)
-        if o.result == "rolled_back" and rec.attempt + 1 < self.opts.max_attempts:
+        if o.result == "rolled_back":
             del self.outcomes[m["id"]]
             return rec.attempt + 1
         return None
@@ -393,7 +424,7 @@ class Engine:
             "change_summary", result.summary_line(), operation="apply",
             changes={r: result.count(r) for r in ("migrated", "rolled_back", "failed",
                                                   "skipped", "deferred")},
-            labels=labels))
+            labels=labels, outcomes=[o.to_json() for o in result.outcomes.values()]))
         return result
 
     def _done(self, mid: str) -> str:

@@ -4,13 +4,22 @@ This is what `livepolicy apply --agents sim` uses for demos and tests: one real 
 process per node (real HTTP, real tokens, state on disk), supervised like a DaemonSet
 would be: an agent that crashes is restarted on the same port with the same state, so
 its pods survive, as a real node's containers survive an agent restart.
+
+Agents run in their own session, so an apply that is killed (even by SIGKILL) leaves them
+running. Each agent's pid is recorded in its directory as soon as it is started; the next
+`start()` on the same state directory stops such a leftover agent (after checking that the
+pid still is that agent, not a reused pid) before it starts a fresh one. A recorded port
+that something else now holds is given up for a new one: after an apply restarts, nothing
+needs the old port (recovery only rolls back or commits; those calls carry no peer URL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +32,10 @@ from livepolicy.apply.engine import AgentEndpoint
 from livepolicy.facts.model import ClusterFacts
 from livepolicy.planner.estimate import memory_of
 
+START_TIMEOUT_S = 30.0  # an agent that has not announced its port by then is killed
+SAME_PORT_TRIES = 50  # a restarted agent waits this many times 0.1 s for its old port
+FRESH_PORT_TRIES = 5  # a fresh start gives a recorded port up sooner
+
 
 @dataclass
 class _Agent:
@@ -34,12 +47,63 @@ class _Agent:
     proc: subprocess.Popen[bytes] | None = None
 
 
+def _proc_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, which an init that never reaps may leave, is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        if Path("/proc/self/stat").exists():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _is_agent_of(pid: int, token_file: Path) -> bool:
+    """Is `pid` a live sim agent started for this agent directory (not a reused pid)?"""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"livepolicy.agent" in args and os.fsencode(token_file) in args and \
+        _proc_alive(pid)
+
+
+def stop_leftover_agent(agent_dir: Path, grace_s: float = 5.0) -> bool:
+    """Stop the agent recorded in `agent_dir/pid` if it still runs; True if one was stopped."""
+    pid_file = agent_dir / "pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    stopped = False
+    if _is_agent_of(pid, agent_dir / "token"):
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + wait_s
+            while _proc_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not _proc_alive(pid):
+                break
+        stopped = True
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
 class LocalSimAgents:
     """A pool of supervised sim agents; `endpoint(node)` is what the engine asks."""
 
     def __init__(self, state_dir: Path, facts: ClusterFacts, time_scale: float = 0.01,
                  bandwidth: str = "5Gbps") -> None:
-        self.root = state_dir / "sim-agents"
+        # Absolute, so that a later run (from another working directory) recognizes the
+        # agents this one leaves behind by the paths on their command lines.
+        self.root = (state_dir / "sim-agents").absolute()
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.time_scale = time_scale
         self.bandwidth = bandwidth
@@ -53,25 +117,42 @@ class LocalSimAgents:
                 os.write(fd, secrets.token_urlsafe(32).encode())
                 os.close(fd)
             port_file = d / "port"
-            port = int(port_file.read_text()) if port_file.exists() else 0
+            try:
+                port = int(port_file.read_text())
+            except (OSError, ValueError):
+                port = 0
             self.agents[n.name] = _Agent(n.name, n.architecture or "amd64", d,
                                          token_file.read_text().strip(), port)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.restarts = 0
+        self.leftovers_stopped = 0
 
-    def _spawn(self, a: _Agent) -> None:
-        cmd = [sys.executable, "-m", "livepolicy.agent", "--node", a.node, "--port",
-               str(a.port), "--token-file", str(a.state_dir / "token"), "--state-dir",
-               str(a.state_dir / "state"), "--runtime", "sim", "--architecture",
-               a.architecture, "--time-scale", str(self.time_scale), "--bandwidth",
-               self.bandwidth]
-        for _ in range(50):
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    start_new_session=True)
+    def _command(self, a: _Agent, port: int) -> list[str]:
+        return [sys.executable, "-m", "livepolicy.agent", "--node", a.node, "--port",
+                str(port), "--token-file", str(a.state_dir / "token"), "--state-dir",
+                str(a.state_dir / "state"), "--runtime", "sim", "--architecture",
+                a.architecture, "--time-scale", str(self.time_scale), "--bandwidth",
+                self.bandwidth]
+
+    def _spawn(self, a: _Agent, same_port_tries: int = SAME_PORT_TRIES) -> None:
+        """Start `a`'s agent, on its recorded port while it can be had, else on a new one."""
+        for i in range(same_port_tries + 1):
+            port = a.port if i < same_port_tries else 0
+            with (a.state_dir / "agent.log").open("ab") as log:
+                proc = subprocess.Popen(self._command(a, port), stdout=subprocess.PIPE,
+                                        stderr=log, start_new_session=True)
+            # Recorded before anything else, so a kill of this process right now still
+            # lets the next run find (and stop) the agent.
+            (a.state_dir / "pid").write_text(str(proc.pid))
             assert proc.stdout is not None
-            line = proc.stdout.readline()
+            timer = threading.Timer(START_TIMEOUT_S, proc.kill)
+            timer.start()
+            try:
+                line = proc.stdout.readline()
+            finally:
+                timer.cancel()
             if line:
                 info = json.loads(line)
                 a.port = int(info["port"])
@@ -79,17 +160,37 @@ class LocalSimAgents:
                 a.proc = proc
                 return
             proc.wait()
+            proc.stdout.close()
+            if port == 0:
+                break
             time.sleep(0.1)  # port still held by the previous process: try again
-        raise RuntimeError(f"sim agent for {a.node} did not start")
+        raise RuntimeError(f"sim agent for {a.node} did not start (see "
+                           f"{a.state_dir / 'agent.log'})")
+
+    def _start_one(self, a: _Agent) -> None:
+        if stop_leftover_agent(a.state_dir):
+            with self._lock:
+                self.leftovers_stopped += 1
+        self._spawn(a, FRESH_PORT_TRIES)
 
     def start(self) -> None:
-        threads = [threading.Thread(target=self._spawn, args=(a,)) for a in self.agents.values()]
+        errors: list[BaseException] = []
+
+        def run(a: _Agent) -> None:
+            try:
+                self._start_one(a)
+            except (RuntimeError, OSError) as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(a,)) for a in self.agents.values()]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         self._watcher = threading.Thread(target=self._supervise, daemon=True)
         self._watcher.start()
+        if errors:
+            raise errors[0]
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.05):
@@ -98,7 +199,12 @@ class LocalSimAgents:
                     if a.proc is not None and a.proc.poll() is not None and \
                             not self._stop.is_set():
                         self.restarts += 1
-                        self._spawn(a)
+                        if a.proc.stdout:
+                            a.proc.stdout.close()
+                        try:
+                            self._spawn(a)
+                        except (RuntimeError, OSError):
+                            a.proc = None  # calls to it fail; the engine reports that
 
     def endpoint(self, node: str) -> AgentEndpoint:
         a = self.agents[node]
@@ -132,14 +238,18 @@ class LocalSimAgents:
         self._stop.set()
         if self._watcher:
             self._watcher.join()
-        for a in self.agents.values():
-            if a.proc and a.proc.poll() is None:
-                a.proc.terminate()
-        for a in self.agents.values():
-            if a.proc:
-                try:
-                    a.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    a.proc.kill()
-                if a.proc.stdout:
-                    a.proc.stdout.close()
+        with self._lock:
+            for a in self.agents.values():
+                if a.proc and a.proc.poll() is None:
+                    a.proc.terminate()
+            for a in self.agents.values():
+                if a.proc:
+                    try:
+                        a.proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        a.proc.kill()
+                        a.proc.wait(5)
+                    if a.proc.stdout:
+                        a.proc.stdout.close()
+                    (a.state_dir / "pid").unlink(missing_ok=True)
+                    a.proc = None

@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
+from livepolicy.agent.client import AgentClientError
 from livepolicy.apply.cluster import SnapshotWriter
-from livepolicy.apply.engine import AgentEndpoint, Engine, EngineOptions
-from livepolicy.apply.events import JsonLinesSink, ListSink, TeeSink, make_event
+from livepolicy.apply.engine import AgentEndpoint, ApplyResult, Engine, EngineOptions
+from livepolicy.apply.events import JsonLinesSink, ListSink, TeeSink
 from livepolicy.apply.journal import Journal
 from livepolicy.apply.local_agents import LocalSimAgents
 from livepolicy.apply.lock import LockHeld, StateLock, force_unlock
@@ -79,9 +80,13 @@ def _confirm(doc: dict[str, Any]) -> bool:
               help="sim agents: real seconds per simulated second.")
 @click.option("--call-timeout", type=float, help="Seconds before an agent call counts as "
               "hung (default: the policy's progressTimeout).")
+@click.option("--sim-faults", type=click.Path(dir_okay=False, exists=True), hidden=True,
+              help="sim agents: a YAML/JSON list of faults to arm before applying, each "
+                   "{node, phase, mode, count?, seconds?, when?, factor?, migration?} "
+                   "(tests and demos).")
 def apply(planfile: str | None, cluster: str | None, policies: str | None, agents: str,
           yes: bool, as_json: bool, report: str | None, state_dir: str, parallelism: int,
-          sim_time_scale: float, call_timeout: float | None) -> None:
+          sim_time_scale: float, call_timeout: float | None, sim_faults: str | None) -> None:
     """Carry out a saved plan (or plan, confirm and apply) through the node agents."""
     state = Path(state_dir)
     with diagnostics_exit(as_json):
@@ -95,8 +100,12 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         ps = load_policies(policies or "policies")
         facts = load_facts(cluster)
         if not planfile:
+            if as_json and not yes:
+                raise DiagnosticError([Diagnostic("--json", "applying without a saved plan "
+                                                  "and with --json needs --yes (nothing can "
+                                                  "be confirmed)", None)])
             doc = plan_document(make_plan(facts, ps, resolve_now(None, facts)))
-            if not as_json and not yes and not _confirm(doc):
+            if not yes and not _confirm(doc):
                 click.echo("Apply cancelled.", err=True)
                 sys.exit(EXIT_OK)
     lock = StateLock(state)
@@ -110,11 +119,12 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         run_dir = state / "runs" / str(doc["fingerprint"])[:16]
         journal = Journal(run_dir / "journal.jsonl")
         stack.callback(journal.close)
-        touched = {f"Pod/{doc_m['pod']}" for doc_m in doc["migrations"]
-                   if doc_m["id"] in journal.records()}
-        touched |= {f"Node/{n}" for doc_m in doc["migrations"]
-                    if doc_m["id"] in journal.records() for n in (doc_m["from"], doc_m["to"])}
-        if journal.records():  # a resumed run: labels may already be written too
+        # A resumed run: what this plan's earlier runs changed in the snapshot (pods bound
+        # to new nodes, eviction requests, labels) is not a reason to call it stale. Nodes
+        # are never changed by apply, so a changed node still is.
+        records = journal.records()
+        touched = {f"Pod/{doc_m['pod']}" for doc_m in doc["migrations"] if doc_m["id"] in records}
+        if any(e.get("kind") == "labels" for e in journal.events()):
             touched |= {f"Pod/{lc['pod']}" for lc in doc["labels"]}
         if planfile:
             reasons = stale_reasons(doc, facts, ps, ignore=touched)
@@ -146,17 +156,47 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         writer = SnapshotWriter(Path(cluster))
         engine = Engine(doc, pool, journal, writer, sink, EngineOptions(
             parallelism=parallelism, call_timeout_s=call_timeout))
+        if sim_faults:
+            if not isinstance(pool, LocalSimAgents):
+                click.echo("Error: --sim-faults needs --agents sim", err=True)
+                sys.exit(EXIT_ERROR)
+            with diagnostics_exit(as_json):
+                arm_faults(pool, engine, Path(sim_faults))
         result = engine.run()
     if report:
-        Path(report).write_text(render_apply_report({
-            "summary": result.summary_line(), "fingerprint": doc["fingerprint"],
-            "cluster": cluster, "counts": {r: result.count(r) for r in (
-                "migrated", "rolled_back", "failed", "skipped", "deferred")},
-            "outcomes": [o.to_json() for o in result.outcomes.values()]}), encoding="utf-8")
-    if as_json:
-        JsonLinesSink().emit(make_event("apply_result", result.summary_line(), outcomes=[
-            o.to_json() for o in result.outcomes.values()]))
+        write_report(Path(report), doc, cluster, result)
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+def write_report(path: Path, doc: dict[str, Any], cluster: str, result: ApplyResult) -> None:
+    """The Markdown apply report (`--report`): counts, then where every pod is now."""
+    path.write_text(render_apply_report({
+        "summary": result.summary_line(), "fingerprint": doc["fingerprint"],
+        "cluster": cluster, "counts": {r: result.count(r) for r in (
+            "migrated", "rolled_back", "failed", "skipped", "deferred")},
+        "outcomes": [o.to_json() for o in result.outcomes.values()]}), encoding="utf-8")
+
+
+def arm_faults(pool: LocalSimAgents, engine: Engine, path: Path) -> None:
+    """Arm the faults listed in `path` on the sim agents (`migration` names a planned
+    migration; its first attempt is targeted)."""
+    data = load_fast(path)
+    if not isinstance(data, list) or not all(isinstance(f, dict) for f in data):
+        raise DiagnosticError([Diagnostic(str(path), "faults file must be a list of "
+                                          "{node, phase, mode, ...}", None)])
+    for f in data:
+        node = str(f.get("node", ""))
+        if node not in pool.agents:
+            raise DiagnosticError([Diagnostic(str(path), f"no sim agent for node {node!r}",
+                                              None)])
+        migration = f.get("migration")
+        try:
+            pool.client(node).set_fault(
+                str(f.get("phase")), str(f.get("mode")), int(f.get("count", 1)),
+                f.get("seconds"), when=str(f.get("when", "before")), factor=f.get("factor"),
+                mid=engine.agent_mid(str(migration)) if migration else None)
+        except AgentClientError as exc:
+            raise DiagnosticError([Diagnostic(str(path), f"fault {f}: {exc}", None)]) from exc
 
 
 @click.command(name="force-unlock")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from livepolicy.core.catalog import family_of, generation_set
@@ -43,8 +44,11 @@ KNOWN_KINDS = frozenset({
 Report = Callable[[str, str], None]  # (pointer, message)
 
 
+_EMPTY: dict[str, Any] = {}  # shared, never mutated: saves an allocation per missing field
+
+
 def _map(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
+    return v if isinstance(v, dict) else _EMPTY
 
 
 def _list(v: Any) -> list[Any]:
@@ -52,7 +56,21 @@ def _list(v: Any) -> list[Any]:
 
 
 def _str_map(v: Any) -> dict[str, str]:
-    return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else {}
+    if not isinstance(v, dict):
+        return {}
+    if all(type(x) is str for x in v.values()):  # the usual case: keep the parsed dict
+        return v
+    return {str(k): str(x) for k, x in v.items()}
+
+
+@lru_cache(maxsize=8192)
+def _cpu_cached(v: str) -> int:
+    return cpu_millis(v)
+
+
+@lru_cache(maxsize=8192)
+def _mem_cached(v: str) -> int:
+    return bytes_of(v)
 
 
 def _first(labels: Mapping[str, str], keys: tuple[str, ...]) -> str:
@@ -91,18 +109,20 @@ class Converter:
     _pv: dict[str, tuple[VolumeKind, str, str]] = field(default_factory=dict)  # kind,zone,drv
 
     # -- quantities -----------------------------------------------------------------------
-    def _cpu(self, v: Any, ptr: str) -> int:
+    def _cpu(self, v: Any, ptr: str | Callable[[], str]) -> int:
+        """CPU in millicores; `ptr` may be a callable so hot paths build it only on error."""
         try:
-            return cpu_millis(v)
+            return _cpu_cached(v) if isinstance(v, str) else cpu_millis(v)
         except (ValueError, TypeError):
-            self.report(ptr, f"invalid CPU quantity {v!r}")
+            self.report(ptr if isinstance(ptr, str) else ptr(), f"invalid CPU quantity {v!r}")
             return 0
 
-    def _mem(self, v: Any, ptr: str) -> int:
+    def _mem(self, v: Any, ptr: str | Callable[[], str]) -> int:
         try:
-            return bytes_of(v)
+            return _mem_cached(v) if isinstance(v, str) else bytes_of(v)
         except (ValueError, TypeError):
-            self.report(ptr, f"invalid memory quantity {v!r}")
+            self.report(ptr if isinstance(ptr, str) else ptr(),
+                        f"invalid memory quantity {v!r}")
             return 0
 
     # -- index objects that pods refer to ---------------------------------------------------
@@ -275,8 +295,9 @@ class Converter:
                   ("ephemeral", VolumeKind.EPHEMERAL))
         for key, kind in simple:
             if key in v:
-                vol = str(_map(v[key]).get("volumeID", "")) if kind is VolumeKind.EBS else ""
-                return VolumeFacts(name, kind, volume=vol)
+                if kind is VolumeKind.EBS:
+                    return VolumeFacts(name, kind, volume=str(_map(v[key]).get("volumeID", "")))
+                return _simple_volume(name, kind)
         return VolumeFacts(name, VolumeKind.OTHER, driver=next(
             (k for k in v if k != "name"), ""))
 
@@ -287,21 +308,27 @@ class Converter:
         for i, c in enumerate(containers):
             res = _map(_map(c).get("resources"))
             req, lim = _map(res.get("requests")), _map(res.get("limits"))
-            base = f"{ptr}/{i}/resources"
+
+            def at(field: str, i: int = i) -> Callable[[], str]:
+                return lambda: f"{ptr}/{i}/resources/{field}"
             c_cpu = req.get("cpu", lim.get("cpu"))
             c_mem = req.get("memory", lim.get("memory"))
-            cpu += self._cpu(c_cpu, f"{base}/requests/cpu") if c_cpu is not None else 0
-            mem += self._mem(c_mem, f"{base}/requests/memory") if c_mem is not None else 0
+            if c_cpu is not None:
+                cpu += self._cpu(c_cpu, at("requests/cpu"))
+            if c_mem is not None:
+                mem += self._mem(c_mem, at("requests/memory"))
             if "memory" in lim:
-                limit += self._mem(lim["memory"], f"{base}/limits/memory")
+                limit += self._mem(lim["memory"], at("limits/memory"))
             ext: dict[str, int] = {}
-            for src in (lim, req):
-                for k, q in src.items():
-                    if k not in _STD_RESOURCES and not k.startswith("hugepages-"):
-                        try:
-                            ext[k] = max(ext.get(k, 0), int(str(q)))
-                        except ValueError:
-                            self.report(f"{base}/limits/{k}", f"invalid count {q!r} for {k}")
+            if len(lim) + len(req) > 4 or any(k not in _STD_RESOURCES for k in (*lim, *req)):
+                for src in (lim, req):
+                    for k, q in src.items():
+                        if k not in _STD_RESOURCES and not k.startswith("hugepages-"):
+                            try:
+                                ext[k] = max(ext.get(k, 0), int(str(q)))
+                            except ValueError:
+                                self.report(at(f"limits/{k}")(),
+                                            f"invalid count {q!r} for {k}")
             extended.append(ext)
         return cpu, mem, limit, extended
 
@@ -321,16 +348,14 @@ class Converter:
         for i, ic in enumerate(inits):  # each init container runs alone: take the max
             one_cpu, one_mem, _, _ = self._requests([ic], f"{ptr}/spec/initContainers/{i}")
             cpu, mem = max(cpu, one_cpu), max(mem, one_mem)
-        overhead = _map(spec.get("overhead"))
-        cpu += self._cpu(overhead["cpu"], f"{ptr}/spec/overhead/cpu") if "cpu" in overhead else 0
-        mem += self._mem(overhead["memory"], f"{ptr}/spec/overhead/memory") \
-            if "memory" in overhead else 0
-        cfacts = tuple(
-            ContainerFacts(str(_map(c).get("name", "")), tty=bool(_map(c).get("tty", False)),
-                           stdin=bool(_map(c).get("stdin", False)), extended_resources=e,
-                           privileged=bool(_map(_map(c).get("securityContext"))
-                                           .get("privileged", False)))
-            for c, e in zip(containers, ext, strict=True))
+        overhead = spec.get("overhead")
+        if overhead:
+            overhead = _map(overhead)
+            if "cpu" in overhead:
+                cpu += self._cpu(overhead["cpu"], f"{ptr}/spec/overhead/cpu")
+            if "memory" in overhead:
+                mem += self._mem(overhead["memory"], f"{ptr}/spec/overhead/memory")
+        cfacts = tuple(_container(_map(c), e) for c, e in zip(containers, ext, strict=True))
         owner_kind, owner_name, owner_api = self._resolve_owner(str(ns), meta)
         annotations = _str_map(meta.get("annotations"))
         usage = annotations.get("livepolicy.io/memory-usage")
@@ -350,10 +375,7 @@ class Converter:
             memory_usage_bytes=self._mem(usage, f"{ptr}/metadata/annotations") if usage else 0,
             node_selector=_str_map(spec.get("nodeSelector")),
             affinity=_node_affinity(_map(spec.get("affinity"))),
-            tolerations=tuple(
-                Toleration(str(_map(t).get("key", "")), str(_map(t).get("operator", "Equal")),
-                           str(_map(t).get("value", "")), str(_map(t).get("effect", "")))
-                for t in _list(spec.get("tolerations"))),
+            tolerations=tuple(_toleration(_map(t)) for t in _list(spec.get("tolerations"))),
             priority=priority if isinstance(priority, int) else 0,
             priority_class=str(spec.get("priorityClassName", "")),
             host_network=bool(spec.get("hostNetwork", False)), ordinal=ordinal,
@@ -372,7 +394,37 @@ class Converter:
             max_unavailable=str(spec.get("maxUnavailable", "")))
 
 
+def _container(c: Mapping[str, Any], ext: dict[str, int]) -> ContainerFacts:
+    sc = c.get("securityContext")
+    return ContainerFacts(str(c.get("name", "")), tty=bool(c.get("tty", False)),
+                          stdin=bool(c.get("stdin", False)), extended_resources=ext,
+                          privileged=bool(_map(sc).get("privileged", False)) if sc else False)
+
+
+_NO_AFFINITY = NodeSelectorTerms()
+
+
+@lru_cache(maxsize=4096)
+def _simple_volume(name: str, kind: VolumeKind) -> VolumeFacts:
+    """Volumes like kube-api-access-* repeat on every pod: share one frozen object."""
+    return VolumeFacts(name, kind)
+
+
+_TOLERATIONS: dict[tuple[str, str, str, str], Toleration] = {}
+
+
+def _toleration(t: Mapping[str, Any]) -> Toleration:
+    key = (str(t.get("key", "")), str(t.get("operator", "Equal")), str(t.get("value", "")),
+           str(t.get("effect", "")))
+    found = _TOLERATIONS.get(key)
+    if found is None:
+        found = _TOLERATIONS[key] = Toleration(*key)
+    return found
+
+
 def _node_affinity(affinity: Mapping[str, Any]) -> NodeSelectorTerms:
+    if not affinity or "nodeAffinity" not in affinity:
+        return _NO_AFFINITY
     req = _map(_map(affinity.get("nodeAffinity")).get(
         "requiredDuringSchedulingIgnoredDuringExecution"))
     terms = []
