@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from livepolicy.facts.model import ClusterFacts, NodeFacts, PodFacts
@@ -78,17 +79,27 @@ class Placer:
     capacity: Capacity
     _pools: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     _heaps: dict[tuple[str, str, str], list[tuple[int, str]]] = field(default_factory=dict)
+    excluded: dict[tuple[str, str, str], Counter[str]] = field(default_factory=dict)
 
-    def pool(self, src: str, policy: str, accepts: object, draining: frozenset[str],
-             placement: str) -> list[str]:
+    def pool(self, src: str, policy: str, accepts: Callable[[NodeFacts], bool],
+             draining: frozenset[str], placement: str) -> list[str]:
         """Candidate destinations shared by every pod of one source class and policy."""
         key = (self.graph.class_of[src], policy, placement)
         if key not in self._pools:
             nodes = self.facts.node_by_name
-            cands = [d for cid in self.graph.destination_classes(src)
-                     for d in self.graph.members[cid]
-                     if d not in draining and not nodes[d].unschedulable
-                     and accepts(nodes[d])]  # type: ignore[operator]
+            cands = []
+            out: Counter[str] = Counter()
+            for cid in self.graph.destination_classes(src):
+                for d in self.graph.members[cid]:
+                    if d in draining:
+                        out["being drained"] += 1
+                    elif nodes[d].unschedulable:
+                        out["cordoned"] += 1
+                    elif not accepts(nodes[d]):
+                        out["outside the policy's destinations"] += 1
+                    else:
+                        cands.append(d)
+            self.excluded[key] = out
             # Fullest first for binpack; stable tie-break by name for determinism.
             cands.sort(key=lambda d: (self.capacity.mem[d], d))
             self._pools[key] = cands
@@ -110,11 +121,15 @@ class Placer:
             return False
         return True
 
-    def place(self, pod: PodFacts, policy: str, accepts: object, draining: frozenset[str],
-              placement: str) -> tuple[str, Counter[str]]:
+    def place(self, pod: PodFacts, policy: str, accepts: Callable[[NodeFacts], bool],
+              draining: frozenset[str], placement: str) -> tuple[str, Counter[str]]:
         src = self.facts.node_by_name[pod.node]
         cands = self.pool(pod.node, policy, accepts, draining, placement)
-        why: Counter[str] = Counter()
+        cid = self.graph.class_of[pod.node]
+        why: Counter[str] = Counter(self.excluded[(cid, policy, placement)])
+        if pod.node in draining and cid in self.graph.destination_classes(pod.node):
+            why["being drained"] -= 1  # the pod's own node is not a candidate anyway
+        why = +why  # drop zero counts
         if placement == "spread":
             return self._place_spread(pod, src, (self.graph.class_of[pod.node], policy,
                                                  placement), why), why

@@ -133,9 +133,7 @@ def make_plan(facts: ClusterFacts, ps: PolicySet, now: datetime) -> Plan:
                 continue
             detail = ", ".join(f"{n} {r}" for r, n in sorted(why.items(),
                                                            key=lambda kv: (-kv[1], kv[0]))[:4])
-            reasons.append(Reason(NO_FIT, "no compatible destination fits"
-                                  + (f": {detail}" if detail else
-                                     " (policy destinations exclude every compatible node)")))
+            reasons.append(Reason(NO_FIT, f"no compatible destination fits: {detail}"))
         blocked.append(Blocked(pod.key, pol.name, pod.node, tuple(reasons)))
 
     migrations = _schedule(placed, facts, ps, order, pdb_room)
