@@ -357,7 +357,10 @@ class Converter:
                 mem += self._mem(overhead["memory"], f"{ptr}/spec/overhead/memory")
         cfacts = tuple(_container(_map(c), e) for c, e in zip(containers, ext, strict=True))
         owner_kind, owner_name, owner_api = self._resolve_owner(str(ns), meta)
-        annotations = _str_map(meta.get("annotations"))
+        raw_ann = meta.get("annotations")
+        # Only livepolicy's own annotations matter; keeping the rest costs memory at scale.
+        annotations = {k: str(v) for k, v in raw_ann.items() if k.startswith("livepolicy.io/")} \
+            if isinstance(raw_ann, dict) and raw_ann else {}
         usage = annotations.get("livepolicy.io/memory-usage")
         ordinal = -1
         if owner_kind is OwnerKind.STATEFULSET:
