@@ -19,6 +19,10 @@ _NODE_INFO_KEYS = ("architecture", "containerRuntimeVersion", "osImage", "kernel
 _READ_ANNOTATIONS = ("livepolicy.io/",)
 
 
+def _dict(v: Any) -> JSON:
+    return v if isinstance(v, dict) else {}
+
+
 def _pick(d: Any, keys: tuple[str, ...]) -> JSON:
     return {k: d[k] for k in keys if isinstance(d, dict) and k in d}
 
@@ -56,9 +60,7 @@ def _volume(v: JSON) -> JSON:
 def lean_object(obj: JSON) -> JSON:
     kind = obj.get("kind")
     head = {"apiVersion": obj.get("apiVersion"), "kind": kind}
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    meta, spec, status = (_dict(obj.get(k)) for k in ("metadata", "spec", "status"))
     if kind == "Pod":
         s = _pick(spec, _POD_SPEC_KEYS)
         if isinstance(s.get("affinity"), dict):
