@@ -22,7 +22,7 @@ def eligible(pod: PodFacts, graph: CompatibilityGraph, ctx: Context, allow: Allo
     if graph.cluster_blockers or not pod.node or not graph.usable(pod.node):
         return False
     if rule_blocked is None:
-        rule_blocked = any(rule.check(pod, ctx, allow).blocks for rule in POD_RULES)
+        rule_blocked = any(rule.blocks(pod, ctx, allow) for rule in POD_RULES)
     if rule_blocked:
         return False
     if graph.out_degree(pod.node) == 0:

@@ -118,10 +118,16 @@ class PairRule(Rule):
 
 
 class PodRule(Rule):
+    """A rule about one pod. `blocks` is the cheap predicate the label assessment runs on
+    every pod of the cluster; `check` explains. A test keeps the two in agreement."""
+
     scope = Scope.POD
 
     def check(self, pod: PodFacts, ctx: Context, allow: Allow) -> Verdict:
         raise NotImplementedError
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return self.check(pod, ctx, allow).blocks
 
 
 class PodNodeRule(Rule):

@@ -28,3 +28,6 @@ class CustomController(PodRule):
                                 "policy; limited support)", Severity.WARN, owner=owner)
         return self.verdict(False, f"owned by custom controller {owner}; set "
                             "allow.customControllers to migrate it", owner=owner)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return pod.owner_kind is OwnerKind.CUSTOM and not allow.custom_controllers

@@ -19,3 +19,6 @@ class DaemonSetPod(PodRule):
         ds = pod.owner_kind is OwnerKind.DAEMONSET
         return self.verdict(not ds, f"owned by DaemonSet {pod.owner_name}" if ds else
                             f"owned by {pod.owner_kind.value}", owner=pod.owner_kind.value)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return pod.owner_kind is OwnerKind.DAEMONSET

@@ -26,3 +26,7 @@ class Gpu(PodRule):
                                          for pat in ctx.settings.gpu_resources)})
         return self.verdict(not found, f"requests GPUs ({', '.join(found)})" if found else
                             "requests no GPU", gpus=found)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return any(c.extended_resources for c in pod.containers) and \
+            self.check(pod, ctx, allow).blocks

@@ -26,3 +26,6 @@ class HostPath(PodRule):
                                 "allowed by policy)", Severity.WARN, volumes=vols)
         return self.verdict(False, f"hostPath volume {', '.join(vols)} is experimental; set "
                             "allow.hostPath to migrate it", volumes=vols)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return bool(pod.volumes) and self.check(pod, ctx, allow).blocks

@@ -21,3 +21,6 @@ class InitContainers(PodRule):
         n = pod.init_containers
         return self.verdict(n == 0, f"{n} init container(s) will not rerun on the destination"
                             if n else "no init containers", init_containers=n)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return False  # information only

@@ -20,3 +20,6 @@ class MultiContainer(PodRule):
         n = len(pod.containers)
         return self.verdict(n <= 1, f"{n} containers move together" if n > 1 else
                             "single container", containers=n)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return False  # information only

@@ -20,3 +20,6 @@ class OptOut(PodRule):
         out = pod.labels.get(key, "").lower() == "true"
         return self.verdict(not out, f"pod opted out with {key}=true" if out else
                             "pod has not opted out", label=key)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return pod.labels.get(ctx.settings.labels.opt_out, "").lower() == "true"

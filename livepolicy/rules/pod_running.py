@@ -23,3 +23,6 @@ class PodRunning(PodRule):
             return self.verdict(False, f"pod is {pod.phase}"
                                 + ("" if pod.node else " and not scheduled"), phase=pod.phase)
         return self.verdict(True, f"pod is Running on {pod.node}", phase=pod.phase)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return pod.deleting or not pod.node or pod.phase != "Running"

@@ -20,3 +20,6 @@ class StaticPod(PodRule):
         static = pod.owner_kind is OwnerKind.NODE
         return self.verdict(not static, f"static pod of node {pod.owner_name}" if static else
                             "not a static pod", owner=pod.owner_kind.value)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return pod.owner_kind is OwnerKind.NODE

@@ -20,3 +20,6 @@ class Tty(PodRule):
         ttys = [c.name for c in pod.containers if c.tty]
         return self.verdict(not ttys, f"container {', '.join(ttys)} has tty: true" if ttys
                             else "no container uses a TTY", containers=ttys)
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return any(c.tty for c in pod.containers)

@@ -27,3 +27,6 @@ class VolumeUsable(PodRule):
             return self.verdict(False, f"claim {', '.join(local)} uses a node-local volume",
                                 claims=local)
         return self.verdict(True, "all claims are bound to movable volumes")
+
+    def blocks(self, pod: PodFacts, ctx: Context, allow: Allow) -> bool:
+        return bool(pod.volumes) and self.check(pod, ctx, allow).blocks
