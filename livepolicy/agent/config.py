@@ -64,6 +64,13 @@ class AgentConfig:
     tls_client_ca_file: Path | None = None
     # CA bundle used to verify https peers during transfer (default: system store)
     tls_ca_file: Path | None = None
+    # criu runtime: the CRIU binary (None: $LIVEPOLICY_CRIU, then the setup script's
+    # wrapper, then PATH) and the node's pod network description (JSON, see
+    # runtimes/criu.py NodeNetwork)
+    criu_path: Path | None = None
+    criu_node_config: Path | None = None
+    # accept /v1/faults with runtimes other than sim (test labs only)
+    fault_injection: bool = False
 
     @property
     def dirty_tracking_enabled(self) -> bool:
@@ -99,6 +106,8 @@ class AgentConfig:
             out.append("tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             out.append("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        if self.runtime == "criu" and self.criu_node_config is None:
+            out.append("the criu runtime needs a node network config (--criu-node-config)")
         return out
 
     def validate(self) -> None:

@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates (mTLS)")
     p.add_argument("--tls-ca", type=Path, help="CA bundle to verify https peers on transfer")
+    p.add_argument("--criu", type=Path, help="criu runtime: the CRIU binary (default: "
+                   "$LIVEPOLICY_CRIU, then scripts/setup-criu.sh's wrapper, then PATH)")
+    p.add_argument("--criu-node-config", type=Path,
+                   help="criu runtime: JSON describing this node's pod network")
+    p.add_argument("--fault-injection", action="store_true",
+                   help="accept /v1/faults with a real runtime (test labs only)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
     return p
 
@@ -103,6 +109,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         tls_key_file=args.tls_key,
         tls_client_ca_file=args.tls_client_ca,
         tls_ca_file=args.tls_ca,
+        criu_path=args.criu,
+        criu_node_config=args.criu_node_config,
+        fault_injection=args.fault_injection,
     )
 
 

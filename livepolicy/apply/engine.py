@@ -177,7 +177,10 @@ class Engine:
 
         def phase(name: str, **detail: Any) -> None:
             nonlocal reached
-            if time.monotonic() > deadline:
+            # The completion timeout rolls back a migration that is still on its way; once
+            # verified, committing is the quickest way to end the pod's freeze (and this
+            # runs outside the rollback handler: raising here would kill the whole run).
+            if time.monotonic() > deadline and name != "committing":
                 raise MigrationFailed(f"completion timeout "
                                       f"({m['estimate']['timeout_ms'] / 1000:.0f}s) exceeded")
             if self.abort.is_set() and name in ("preparing", "checkpointing"):
@@ -274,9 +277,14 @@ class Engine:
                     self.writer.request_eviction(m["pod"])
             elif policy == "abort":
                 self.abort.set()
-        self._event("apply_errored", m, f"{m['pod']}: rolled back to {m['from']} ({error})",
-                    level="error", phase=reached, outcome="rolled_back", error=error,
-                    on_failure=policy)
+        if retry:  # an interrupted attempt: the migration is tried again right away
+            self._event("apply_errored", m, f"{m['pod']}: rolled back to {m['from']} "
+                        f"({error}); trying again", level="warn", phase=reached,
+                        outcome="rolled_back", error=error, recovered=True, retry=True)
+        else:
+            self._event("apply_errored", m, f"{m['pod']}: rolled back to {m['from']} "
+                        f"({error})", level="error", phase=reached, outcome="rolled_back",
+                        error=error, on_failure=policy)
         return self._outcome(m, "rolled_back", "source", phase=reached, error=error,
                              duration_ms=duration)
 

@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ from livepolicy.planner.estimate import memory_of
 
 START_TIMEOUT_S = 30.0  # an agent that has not announced its port by then is killed
 SAME_PORT_TRIES = 50  # a restarted agent waits this many times 0.1 s for its old port
-FRESH_PORT_TRIES = 5  # a fresh start gives a recorded port up sooner
+FRESH_PORT_TRIES = 3  # a fresh start gives a recorded port up sooner
 
 
 @dataclass
@@ -62,6 +63,16 @@ def _proc_alive(pid: int) -> bool:
             return True
         return True
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the agent binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _is_agent_of(pid: int, token_file: Path) -> bool:
@@ -138,6 +149,8 @@ class LocalSimAgents:
 
     def _spawn(self, a: _Agent, same_port_tries: int = SAME_PORT_TRIES) -> None:
         """Start `a`'s agent, on its recorded port while it can be had, else on a new one."""
+        if same_port_tries < SAME_PORT_TRIES and a.port and not _port_free(a.port):
+            same_port_tries = 0  # a fresh start: something else has the port now
         for i in range(same_port_tries + 1):
             port = a.port if i < same_port_tries else 0
             with (a.state_dir / "agent.log").open("ab") as log:

@@ -13,18 +13,17 @@ def stale_reasons(plan: dict[str, Any], facts: ClusterFacts, ps: PolicySet,
                   ignore: set[str] | None = None) -> list[str]:
     """What differs between the plan's recorded inputs and the current ones.
 
-    `ignore` lists objects the current apply itself changed (a resumed run moved them).
+    `ignore` lists objects the current apply itself changed (a resumed run moved them):
+    their changes are expected, but they must still exist.
     """
     ignore = ignore or set()
     out = []
     for key, want in plan["dependencies"]["objects"].items():
-        if key in ignore:
-            continue
         kind, _, name = key.partition("/")
         obj = facts.pod_by_key.get(name) if kind == "Pod" else facts.node_by_name.get(name)
         if obj is None:
             out.append(f"{key} no longer exists")
-        elif fact_hash(obj) != want:
+        elif key not in ignore and fact_hash(obj) != want:
             out.append(f"{key} changed")
     current = {f"{kind}/{name}": canonical_hash(obj.model_dump(mode="json"))
                for kind, objs in (("NodeTemplate", ps.templates),

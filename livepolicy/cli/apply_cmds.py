@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import click
 from livepolicy.agent.client import AgentClientError
 from livepolicy.apply.cluster import SnapshotWriter
 from livepolicy.apply.engine import AgentEndpoint, ApplyResult, Engine, EngineOptions
-from livepolicy.apply.events import JsonLinesSink, ListSink, TeeSink
+from livepolicy.apply.events import JsonLinesSink, ListSink, TeeSink, make_event
 from livepolicy.apply.journal import Journal
 from livepolicy.apply.local_agents import LocalSimAgents
 from livepolicy.apply.lock import LockHeld, StateLock, force_unlock
@@ -20,7 +21,7 @@ from livepolicy.apply.stale import stale_reasons
 from livepolicy.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
-    diagnostics_exit,
+    fail,
     json_option,
     load_facts,
     load_policies,
@@ -89,7 +90,7 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
           sim_time_scale: float, call_timeout: float | None, sim_faults: str | None) -> None:
     """Carry out a saved plan (or plan, confirm and apply) through the node agents."""
     state = Path(state_dir)
-    with diagnostics_exit(as_json):
+    with _apply_errors(as_json):
         if planfile:
             doc = read_plan(Path(planfile))
             cluster = cluster or doc["cluster"]["source"]
@@ -97,24 +98,26 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         if not cluster:
             raise DiagnosticError([Diagnostic("--cluster", "apply needs --cluster or a saved "
                                               "plan", None)])
+        if not planfile and as_json and not yes:
+            raise DiagnosticError([Diagnostic("--json", "applying without a saved plan and "
+                                              "with --json needs --yes (nothing can be "
+                                              "confirmed)", None)])
+        if sim_faults and agents != "sim":
+            raise DiagnosticError([Diagnostic("--sim-faults", "needs --agents sim", None)])
         ps = load_policies(policies or "policies")
         facts = load_facts(cluster)
         if not planfile:
-            if as_json and not yes:
-                raise DiagnosticError([Diagnostic("--json", "applying without a saved plan "
-                                                  "and with --json needs --yes (nothing can "
-                                                  "be confirmed)", None)])
             doc = plan_document(make_plan(facts, ps, resolve_now(None, facts)))
             if not yes and not _confirm(doc):
                 click.echo("Apply cancelled.", err=True)
                 sys.exit(EXIT_OK)
     lock = StateLock(state)
-    try:
-        lock.acquire()
-    except LockHeld as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-    with ExitStack() as stack:
+    with _apply_errors(as_json):
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            raise DiagnosticError([Diagnostic(str(state), str(exc), None)]) from None
+    with ExitStack() as stack, _apply_errors(as_json):
         stack.callback(lock.release)
         run_dir = state / "runs" / str(doc["fingerprint"])[:16]
         journal = Journal(run_dir / "journal.jsonl")
@@ -123,17 +126,17 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         # to new nodes, eviction requests, labels) is not a reason to call it stale. Nodes
         # are never changed by apply, so a changed node still is.
         records = journal.records()
-        touched = {f"Pod/{doc_m['pod']}" for doc_m in doc["migrations"] if doc_m["id"] in records}
+        touched = {f"Pod/{doc_m['pod']}" for doc_m in doc["migrations"]
+                   if doc_m["id"] in records and records[doc_m["id"]].phase != "skipped"}
         if any(e.get("kind") == "labels" for e in journal.events()):
             touched |= {f"Pod/{lc['pod']}" for lc in doc["labels"]}
         if planfile:
             reasons = stale_reasons(doc, facts, ps, ignore=touched)
             if reasons:
-                with diagnostics_exit(as_json):
-                    raise DiagnosticError([Diagnostic(
-                        planfile, "Saved plan is stale: " + "; ".join(reasons[:20])
-                        + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
-                        + ". Run `livepolicy plan` again.", None)])
+                raise DiagnosticError([Diagnostic(
+                    planfile, "Saved plan is stale: " + "; ".join(reasons[:20])
+                    + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
+                    + ". Run `livepolicy plan` again.", None)])
         if agents == "sim":
             pool: Any = LocalSimAgents(state, facts, time_scale=sim_time_scale)
             stack.callback(pool.stop)
@@ -141,11 +144,10 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
                 pool.start()
                 pool.seed(facts)
             except (RuntimeError, OSError) as exc:
-                click.echo(f"Error: cannot start the sim agents: {exc}", err=True)
-                sys.exit(EXIT_ERROR)
+                raise DiagnosticError([Diagnostic(str(state), "cannot start the sim agents: "
+                                                  f"{exc}", None)]) from None
         else:
-            with diagnostics_exit(as_json):
-                pool = StaticAgents(Path(agents))
+            pool = StaticAgents(Path(agents))
         collected = ListSink()
         if as_json:
             sink: Any = TeeSink(JsonLinesSink(), collected)
@@ -157,15 +159,26 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         engine = Engine(doc, pool, journal, writer, sink, EngineOptions(
             parallelism=parallelism, call_timeout_s=call_timeout))
         if sim_faults:
-            if not isinstance(pool, LocalSimAgents):
-                click.echo("Error: --sim-faults needs --agents sim", err=True)
-                sys.exit(EXIT_ERROR)
-            with diagnostics_exit(as_json):
-                arm_faults(pool, engine, Path(sim_faults))
+            arm_faults(pool, engine, Path(sim_faults))
         result = engine.run()
     if report:
         write_report(Path(report), doc, cluster, result)
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+@contextmanager
+def _apply_errors(as_json: bool) -> Iterator[None]:
+    """Diagnostics exit 1 with located messages on stderr; with --json, stdout keeps to one
+    JSON event per line (a Terraform-style `diagnostic` event for each)."""
+    try:
+        yield
+    except DiagnosticError as exc:
+        if as_json:
+            out = JsonLinesSink()
+            for d in exc.diagnostics:
+                out.emit(make_event("diagnostic", d.message, "error",
+                                    diagnostic=d.to_json()))
+        fail(exc.diagnostics)
 
 
 def write_report(path: Path, doc: dict[str, Any], cluster: str, result: ApplyResult) -> None:

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.text import Text
 
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
+from livepolicy.cli.sources import read_facts
 from livepolicy.facts.model import ClusterFacts
-from livepolicy.facts.sources import open_source
 from livepolicy.policy.load import PolicySet, load_policy_set
 from livepolicy.rules.registry import template_diagnostics
 
@@ -56,7 +56,7 @@ def load_policies(path: str) -> PolicySet:
 
 
 def load_facts(cluster: str) -> ClusterFacts:
-    return open_source(cluster).read()
+    return read_facts(cluster)
 
 
 def resolve_now(now: str | None, facts: ClusterFacts) -> datetime:
@@ -81,9 +81,20 @@ def print_lines(lines: list[tuple[str, str]]) -> None:
         out_console.print(Text(line, style=style or ""))
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"livepolicy.{param.name}"] = value
+    return value
+
+
 def cluster_option(f: F) -> F:
-    return click.option("--cluster", "-c", required=True, metavar="SNAPSHOT",
-                        help="Cluster facts: a snapshot file (YAML or JSON List).")(f)
+    """--cluster plus the options of live sources (kept in the click context, not passed)."""
+    f = click.option("--context", expose_value=False, callback=_remember, metavar="NAME",
+                     help="kubeconfig context (with --cluster kube).")(f)
+    f = click.option("--kubeconfig", expose_value=False, callback=_remember, metavar="FILE",
+                     help="kubeconfig file (with --cluster kube; default: the usual chain).")(f)
+    return click.option("--cluster", "-c", required=True, metavar="SOURCE",
+                        help="Cluster facts: a snapshot file (YAML or JSON), `kube` or "
+                             "`lab`.")(f)
 
 
 def policies_option(f: F) -> F:

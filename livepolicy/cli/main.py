@@ -7,6 +7,8 @@ import click
 from livepolicy import __version__
 from livepolicy.cli.apply_cmds import agent, apply, force_unlock_cmd
 from livepolicy.cli.inspect_cmds import explain, graph
+from livepolicy.cli.kube_cmds import label, snapshot
+from livepolicy.cli.lab_cmds import lab
 from livepolicy.cli.plan_cmds import plan, show
 from livepolicy.cli.policy_cmds import fmt, rules_cmd, schema, validate
 
@@ -18,8 +20,10 @@ def cli() -> None:
 
 
 for command in (plan, show, apply, validate, fmt, schema, rules_cmd, explain, graph, agent,
-                force_unlock_cmd):
+                force_unlock_cmd, lab):
     cli.add_command(command)
+cli.add_command(snapshot)
+cli.add_command(label)
 
 
 def main() -> None:

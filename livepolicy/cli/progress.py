@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 _PHASE_STEP = {"preparing": 1, "checkpointing": 2, "transferring": 3, "restoring": 4,
@@ -36,7 +37,7 @@ class RichProgressSink:
         with self._lock:
             if not m:
                 if kind == "change_summary":
-                    self.console.print(f"[bold]{event['@message']}")
+                    self.console.print(f"[bold]{escape(event['@message'])}")
                 return
             mid = m["id"]
             if kind == "apply_start" and mid not in self.tasks:
@@ -52,5 +53,6 @@ class RichProgressSink:
                     del self.tasks[mid]
                 style = {"migrated": "green", "rolled_back": "yellow"}.get(
                     event.get("outcome", ""), "red")
-                self.console.print(f"[{style}]{event['@message']}")
-                self.progress.advance(self.overall)
+                self.console.print(f"[{style}]{escape(event['@message'])}")
+                if not event.get("retry"):  # a retried migration ends later
+                    self.progress.advance(self.overall)

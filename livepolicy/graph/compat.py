@@ -67,6 +67,29 @@ class CompatibilityGraph:
                 if m != src:
                     yield m
 
+    @cached_property
+    def _zone_reps(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """Per class, up to two members per zone (two, so one remains when the pod's own
+        node is one of them)."""
+        nodes = self.ctx.facts.node_by_name
+        out: dict[str, dict[str, tuple[str, ...]]] = {}
+        for c in self.classes:
+            zones: dict[str, list[str]] = {}
+            for m in c.members:
+                reps = zones.setdefault(nodes[m].zone, [])
+                if len(reps) < 2:
+                    reps.append(m)
+            out[c.id] = {z: tuple(r) for z, r in zones.items()}
+        return out
+
+    def zone_representatives(self, src: str) -> Iterator[str]:
+        """One destination of `src` per (destination class, zone)."""
+        for cid in self.destination_classes(src):
+            for reps in self._zone_reps[cid].values():
+                rep = next((r for r in reps if r != src), None)
+                if rep is not None:
+                    yield rep
+
     def out_degree(self, src: str) -> int:
         n = sum(len(self.members[c]) for c in self.destination_classes(src))
         return n - (1 if self.class_of.get(src) in self.destination_classes(src) else 0)

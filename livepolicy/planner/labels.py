@@ -32,8 +32,11 @@ def eligible(pod: PodFacts, graph: CompatibilityGraph, ctx: Context, allow: Allo
         return True
     nodes = ctx.facts.node_by_name
     src = nodes[pod.node]
-    return any(all(not r.check(pod, src, nodes[d], ctx).blocks for r in relevant)
-               for d in graph.destinations(pod.node))
+    # Pod-destination rules read the destination's zone only: one node per zone will do.
+    for d in graph.zone_representatives(pod.node):
+        if all(not r.check(pod, src, nodes[d], ctx).blocks for r in relevant):
+            return True
+    return False
 
 
 def plan_labels(facts: ClusterFacts, graph: CompatibilityGraph, ctx: Context,

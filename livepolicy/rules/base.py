@@ -131,7 +131,11 @@ class PodRule(Rule):
 
 
 class PodNodeRule(Rule):
-    """A pod's own constraint on a destination (e.g. its volumes' zone)."""
+    """A pod's own constraint on a destination (e.g. its volumes' zone).
+
+    It may read only the destination's zone: the label assessment tries one destination
+    per zone (CompatibilityGraph.zone_representatives) instead of every node.
+    """
 
     scope = Scope.POD_NODE
 
