@@ -102,7 +102,7 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
             raise DiagnosticError([Diagnostic("--json", "applying without a saved plan and "
                                               "with --json needs --yes (nothing can be "
                                               "confirmed)", None)])
-        if sim_faults and agents != "sim":
+        if sim_faults and (agents != "sim" or cluster == "lab"):
             raise DiagnosticError([Diagnostic("--sim-faults", "needs --agents sim", None)])
         ps = load_policies(policies or "policies")
         facts = load_facts(cluster)
@@ -137,8 +137,12 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
                     planfile, "Saved plan is stale: " + "; ".join(reasons[:20])
                     + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
                     + ". Run `livepolicy plan` again.", None)])
-        if agents == "sim":
-            pool: Any = LocalSimAgents(state, facts, time_scale=sim_time_scale)
+        if cluster == "lab":  # the lab's own agents; pods are where the lab says
+            from livepolicy.cli.lab_cmds import LabAgentPool
+
+            pool: Any = LabAgentPool()
+        elif agents == "sim":
+            pool = LocalSimAgents(state, facts, time_scale=sim_time_scale)
             stack.callback(pool.stop)
             try:
                 pool.start()
@@ -155,7 +159,12 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
             progress = RichProgressSink(len(doc["migrations"]))
             stack.enter_context(progress)
             sink = TeeSink(progress, collected)
-        writer = SnapshotWriter(Path(cluster))
+        if cluster == "lab":
+            from livepolicy.lab.source import LabWriter
+
+            writer: Any = LabWriter()
+        else:
+            writer = SnapshotWriter(Path(cluster))
         engine = Engine(doc, pool, journal, writer, sink, EngineOptions(
             parallelism=parallelism, call_timeout_s=call_timeout))
         if sim_faults:

@@ -14,8 +14,8 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
 from livepolicy.cli.sources import read_facts
+from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
 from livepolicy.facts.model import ClusterFacts
 from livepolicy.policy.load import PolicySet, load_policy_set
 from livepolicy.rules.registry import template_diagnostics

@@ -131,11 +131,17 @@ def snapshot(cluster: str, fmt: str, output: str | None) -> None:
     with diagnostics_exit():
         source = _kube_source(cluster, "snapshot")
         data = dump_snapshot(source.snapshot(), fmt)
+        if output:
+            path = Path(output)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_bytes(data)
+                tmp.replace(path)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise DiagnosticError([Diagnostic(output, f"cannot write the snapshot: "
+                                                  f"{exc.strerror or exc}", None)]) from None
     if output:
-        path = Path(output)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
         r = source.report
         click.echo(f"Wrote {path}: {r.counts.get('Node', 0)} nodes, "
                    f"{r.counts.get('Pod', 0)} pods.", err=True)

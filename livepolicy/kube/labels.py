@@ -1,11 +1,12 @@
 """Write pod labels safely: optimistic concurrency, conflict retries, a field manager.
 
-Every write is a JSON merge patch that carries the pod's `resourceVersion`, so it lands
-only on the version of the pod the decision was made from. A 409 Conflict means the pod
-changed in between: the pod is read again, the decision is made again from the fresh pod
-(`replan`, supplied by the caller that knows the rules), and the write is retried, a few
-times at most. Writes run on a small thread pool; `dry_run` sends `dryRun=All`, so the
-API server validates each change (conflicts included) without saving it.
+Every write is a strategic merge patch that carries the pod's `resourceVersion` with the
+label (or `null` to remove it), so it lands only on the version of the pod the decision
+was made from. A 409 Conflict means the pod changed in between: the pod is read again,
+the decision is made again from the fresh pod (`replan`, supplied by the caller that
+knows the rules), and the write is retried, a few times at most. Writes run on a small
+thread pool; `dry_run` sends `dryRun=All`, so the API server validates each change
+(conflicts included) without saving it.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class LabelWriter:
         if version:
             meta["resourceVersion"] = version
         return self.client.patch(PODS, edit.name, {"metadata": meta}, edit.namespace,
-                                 patch_type="merge", dry_run=self.dry_run,
+                                 patch_type="strategic", dry_run=self.dry_run,
                                  field_manager=self.field_manager)
 
     def run(self, edits: list[LabelEdit], versions: Mapping[str, str], replan: Replan

@@ -246,7 +246,8 @@ class Lab:
         self._netns(fabric)
         batch = ["link set lo up"]
         for s, cidr in enumerate(cidrs, start=1):
-            batch += [f"link add br{s} type bridge", f"link set br{s} up"]
+            batch += [f"link add br{s} type bridge",
+                      f"link set br{s} address 02:4c:46:00:00:{s:02x}", f"link set br{s} up"]
             sid = f"subnet-{p}-{chr(ord('a') + s - 1)}"
             client_ns = f"{p}-c{s}"
             self.data["subnets"].append({
@@ -282,7 +283,12 @@ class Lab:
             prefixlen = ipaddress.IPv4Network(sub["cidr"]).prefixlen
             nets.run(["ip", "-n", node.netns, "link", "add", "up0", "type", "veth", "peer",
                       "name", f"n{i}", "netns", fabric])
-            nets.ip_batch(["link set lo up", "link add br0 type bridge", "link set br0 up",
+            # A bridge without a MAC of its own takes its ports' lowest one, which would
+            # change as pods come and go and leave stale ARP entries for the node IP on
+            # other nodes (page streams then stall for a minute): fix it.
+            node_mac = "02:4c:4e" + nets.mac_for_ip(node.ip)[8:]
+            nets.ip_batch(["link set lo up", "link add br0 type bridge",
+                           f"link set br0 address {node_mac}", "link set br0 up",
                            "link set up0 master br0", "link set up0 up",
                            f"addr add {node.ip}/{prefixlen} dev br0"], node.netns)
             nets.ip_batch([f"link set n{i} master {sub['bridge']}", f"link set n{i} up"],

@@ -418,6 +418,16 @@ class CriuRuntime:
                     self.pods.save(rec)
                 else:
                     self._teardown(rec)
+        for rec in self.pods.all():
+            if rec.state == "frozen" and rec.page_stream and self.net.address:
+                dirs = [*rec.precopy_dirs, rec.dump_dir]
+                try:
+                    self._page_servers[rec.key] = pages.PageServer(
+                        netns=self.net.netns, address=self.net.address,
+                        root=self._pod_dir(rec), dirs=dirs, namespace=rec.namespace,
+                        name=rec.name, uid=rec.uid, resume=rec.page_stream)
+                except (OSError, KeyError, ValueError) as exc:
+                    log.warning("cannot serve the pages of %s again: %s", rec.key, exc)
         for entry in self.work.glob("restore-*"):
             shutil.rmtree(entry, ignore_errors=True)
         try:  # spares of an earlier run: rebuild them rather than trust them
@@ -522,6 +532,8 @@ class CriuRuntime:
                 self._page_servers[ref.key] = server
                 page_info = server.manifest()
                 select = _not_pages
+                rec.page_stream = page_info
+                self.pods.save(rec)
             manifest = {
                 "namespace": rec.namespace, "name": rec.name, "uid": rec.uid,
                 "ip": rec.ip, "prefix": rec.prefix, "mac": rec.mac, "port": rec.port,
@@ -598,6 +610,9 @@ class CriuRuntime:
                 slowdown: float) -> tuple[PodInfo, str]:
         with self._pod_lock(ref):
             existing = self.pods.get(ref.namespace, ref.name)
+            if existing is not None and self._state(existing) is None:
+                self._teardown(existing)  # a pod whose process died is no pod: clear it
+                existing = None
             if existing is not None and existing.restored_by != mid:
                 raise conflict("pod_exists", f"pod {ref.key} already exists on this node")
             if existing is not None and self._state(existing) == "running":
@@ -768,6 +783,7 @@ class CriuRuntime:
                     self._restore_into(rec, pod_dir, rec.dump_dir, fresh=False)
                     shutil.rmtree(pod_dir, ignore_errors=True)
                     rec.dump_dir, rec.precopy_dirs, rec.work_dir = "", [], ""
+                    rec.page_stream = {}
                     self.pods.save(rec)
             state = self._state(rec)
             return None if state is None else self._info(rec, state)

@@ -107,16 +107,23 @@ class PageServer:
     """Serves one pod's page files, sealed, to whoever presents the token (until closed)."""
 
     def __init__(self, *, netns: str, address: str, root: Path, dirs: list[str],
-                 namespace: str, name: str, uid: str) -> None:
+                 namespace: str, name: str, uid: str,
+                 resume: dict[str, Any] | None = None) -> None:
+        """A new stream, or with `resume` (an earlier `manifest()`) the same stream again,
+        after an agent restart, so the image already sent still describes it."""
         self.root, self.dirs = root, dirs
-        self.key = os.urandom(32)
-        self.token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
-        self.stream_id = os.urandom(16).hex()
+        if resume is not None:
+            self.key = base64.b64decode(str(resume["key"]))
+            self.token, self.stream_id = str(resume["token"]), str(resume["stream_id"])
+        else:
+            self.key = os.urandom(32)
+            self.token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+            self.stream_id = os.urandom(16).hex()
         self.context = stream_context(namespace, name, uid, self.stream_id)
         self.address = address
         self._sock = nets.socket_in(netns)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((address, 0))
+        self._sock.bind((address, int(resume["port"]) if resume is not None else 0))
         self._sock.listen(4)
         self._sock.settimeout(ACCEPT_TIMEOUT_S)
         self.port = int(self._sock.getsockname()[1])

@@ -56,6 +56,9 @@ class PodRecord:
     work_dir: str = ""  # the runtime's plaintext CRIU images for this pod (source side)
     dump_dir: str = ""  # the images to restore from (rollback), relative to work_dir
     precopy_dirs: list[str] = field(default_factory=list)
+    # how the source serves the frozen pod's pages (address, port, token, key, stream id):
+    # kept beside the plaintext images it protects in transit, deleted with them
+    page_stream: dict[str, Any] = field(default_factory=dict)
     restored_by: str | None = None
     restored_sha256: str = ""
     token: str = ""  # the pod process's identity as its stats report it
