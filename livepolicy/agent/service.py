@@ -286,6 +286,8 @@ class AgentService:
             with self._lock:
                 rec = self.migrations.get(mid)
                 if rec is not None:
+                    if rec.role == "none":  # rolled back before it was ever prepared
+                        self._refuse_rolled_back(rec)
                     if (rec.role, rec.namespace, rec.name, rec.uid) != (role, namespace, name, uid):
                         raise conflict(
                             "migration_conflict",
@@ -617,7 +619,13 @@ class AgentService:
         def work(_: float) -> Json:
             rec = self.migrations.get(mid)
             if rec is None:
+                # Remember the rollback: a prepare still on its way (a hung call) must not
+                # land afterwards and leave a record that keeps the pod busy.
                 self.images.delete(mid)
+                tomb = MigrationRecord(mid=mid, role="none", namespace="", name="", uid="",
+                                       memory_bytes=0, peer="", key_id="", phase="rolled_back")
+                tomb.history.append(("rolled_back", round(time.time(), 3)))
+                self.migrations.save(tomb)
                 return {"mid": mid, "phase": "unknown", "pod_state": "absent"}
             if rec.phase in ("committing", "committed"):
                 raise conflict("committed", f"migration {mid} passed its commit point")

@@ -14,21 +14,12 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from livepolicy.core.locking import LockHeld
 
-@dataclass
-class LockHeld(Exception):
-    info: dict[str, Any]
-
-    def __str__(self) -> str:
-        i = self.info
-        return (f"state is locked by another apply: ID {i.get('id', '?')}, owner "
-                f"{i.get('owner', '?')} (pid {i.get('pid', '?')} on {i.get('host', '?')}), "
-                f"since {i.get('since', '?')}; if that apply is gone, run "
-                f"`livepolicy force-unlock {i.get('id', 'ID')}`")
+__all__ = ["LockHeld", "StateLock", "force_unlock", "read_info"]
 
 
 class StateLock:

@@ -24,10 +24,10 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from livepolicy.core.locking import LockHeld
 from livepolicy.kube.client import KubeClient
 from livepolicy.kube.errors import KubeError
 from livepolicy.kube.resources import LEASES
@@ -38,11 +38,8 @@ DEFAULT_NAMESPACE = "kube-system"
 _ATTEMPTS = 3
 
 
-@dataclass
-class LeaseHeld(Exception):
-    """The lock is held by someone else; `info` says who (as LockHeld's does)."""
-
-    info: dict[str, Any]
+class LeaseHeld(LockHeld):
+    """The Lease is held by someone else; `info` also says when it expires."""
 
     def __str__(self) -> str:
         i = self.info

@@ -156,10 +156,6 @@ def test_fault_matrix(rig: RigFactory, agents: LocalSimAgents, tmp_path: Path, p
     assert journal[FIRST] == ("committed" if ends_on == "destination" else "rolled_back")
 
 
-@pytest.mark.xfail(strict=True, reason="agent: rolling back a migration id it does not know "
-                   "yet is a no-op, so a prepare that was still on its way (hung) lands "
-                   "after the rollback and leaves an unfinished record that blocks the pod "
-                   "(pod_busy) for later migrations; the agent should remember the rollback")
 def test_late_prepare_after_rollback_leaves_nothing_behind(rig: RigFactory) -> None:
     r = rig()
     m = r.impatient(FIRST)
