@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from livepolicy.core.catalog import family_of, generation_set
 from livepolicy.core.quantity import bytes_of, cpu_millis
 from livepolicy.core.selectors import NodeSelectorTerms, Requirement, Selector
@@ -107,6 +109,27 @@ class Converter:
     _owners: dict[tuple[str, str, str], tuple[str, str, str]] = field(default_factory=dict)
     _pvc: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # -> (pv, phase)
     _pv: dict[str, tuple[VolumeKind, str, str]] = field(default_factory=dict)  # kind,zone,drv
+    _containers: dict[bytes, tuple[int, int, int, tuple[ContainerFacts, ...]]] = field(
+        default_factory=dict)
+    _tols: dict[bytes, tuple[Toleration, ...]] = field(default_factory=dict)
+    problems: int = 0
+
+    def __post_init__(self) -> None:
+        inner = self.report
+
+        def counting(pointer: str, message: str) -> None:
+            self.problems += 1
+            inner(pointer, message)
+        self.report = counting
+
+    def _tolerations(self, raw: Any) -> tuple[Toleration, ...]:
+        if not raw:
+            return ()
+        key = orjson.dumps(raw)
+        found = self._tols.get(key)
+        if found is None:
+            found = self._tols[key] = tuple(_toleration(_map(t)) for t in _list(raw))
+        return found
 
     # -- quantities -----------------------------------------------------------------------
     def _cpu(self, v: Any, ptr: str | Callable[[], str]) -> int:
@@ -344,10 +367,21 @@ class Converter:
         if not containers:
             self.report(f"{ptr}/spec/containers", "pod has no containers")
         inits = _list(spec.get("initContainers"))
-        cpu, mem, limit, ext = self._requests(containers, f"{ptr}/spec/containers")
-        for i, ic in enumerate(inits):  # each init container runs alone: take the max
-            one_cpu, one_mem, _, _ = self._requests([ic], f"{ptr}/spec/initContainers/{i}")
-            cpu, mem = max(cpu, one_cpu), max(mem, one_mem)
+        # Replicas share their containers: derive requests and container facts once per
+        # distinct container list (keyed by its canonical bytes; errors are never cached).
+        ckey = orjson.dumps([containers, inits], option=orjson.OPT_SORT_KEYS)
+        cached = self._containers.get(ckey)
+        if cached is None:
+            before = self.problems
+            cpu, mem, limit, ext = self._requests(containers, f"{ptr}/spec/containers")
+            for i, ic in enumerate(inits):  # each init container runs alone: take the max
+                one_cpu, one_mem, _, _ = self._requests([ic], f"{ptr}/spec/initContainers/{i}")
+                cpu, mem = max(cpu, one_cpu), max(mem, one_mem)
+            cfacts = tuple(_container(_map(c), e) for c, e in zip(containers, ext, strict=True))
+            cached = (cpu, mem, limit, cfacts)
+            if self.problems == before:
+                self._containers[ckey] = cached
+        cpu, mem, limit, cfacts = cached
         overhead = spec.get("overhead")
         if overhead:
             overhead = _map(overhead)
@@ -355,7 +389,6 @@ class Converter:
                 cpu += self._cpu(overhead["cpu"], f"{ptr}/spec/overhead/cpu")
             if "memory" in overhead:
                 mem += self._mem(overhead["memory"], f"{ptr}/spec/overhead/memory")
-        cfacts = tuple(_container(_map(c), e) for c, e in zip(containers, ext, strict=True))
         owner_kind, owner_name, owner_api = self._resolve_owner(str(ns), meta)
         raw_ann = meta.get("annotations")
         # Only livepolicy's own annotations matter; keeping the rest costs memory at scale.
@@ -378,7 +411,7 @@ class Converter:
             memory_usage_bytes=self._mem(usage, f"{ptr}/metadata/annotations") if usage else 0,
             node_selector=_str_map(spec.get("nodeSelector")),
             affinity=_node_affinity(_map(spec.get("affinity"))),
-            tolerations=tuple(_toleration(_map(t)) for t in _list(spec.get("tolerations"))),
+            tolerations=self._tolerations(spec.get("tolerations")),
             priority=priority if isinstance(priority, int) else 0,
             priority_class=str(spec.get("priorityClassName", "")),
             host_network=bool(spec.get("hostNetwork", False)), ordinal=ordinal,

@@ -90,9 +90,18 @@ class CompatibilityGraph:
                 if rep is not None:
                     yield rep
 
+    @cached_property
+    def _class_reach(self) -> dict[str, tuple[int, bool]]:
+        """Per class: nodes reachable through its edges, and whether it reaches itself."""
+        return {c.id: (sum(len(self.members[d]) for d in self.class_graph.successors(c.id)),
+                       bool(self.class_graph.has_edge(c.id, c.id))) for c in self.classes}
+
     def out_degree(self, src: str) -> int:
-        n = sum(len(self.members[c]) for c in self.destination_classes(src))
-        return n - (1 if self.class_of.get(src) in self.destination_classes(src) else 0)
+        cid = self.class_of.get(src)
+        if cid is None:
+            return 0
+        n, to_self = self._class_reach[cid]
+        return n - 1 if to_self else n
 
     def node_graph(self) -> nx.DiGraph:
         """Expand to a node-level DiGraph (for exports and tests; O(edges))."""

@@ -45,14 +45,14 @@ def plan_labels(facts: ClusterFacts, graph: CompatibilityGraph, ctx: Context,
     key = ctx.settings.labels.migration_enabled
     out = []
     for pod in facts.pods:
-        pol = sel.claimed.get(pod.key) or next(
+        pod_key = pod.key
+        pol = sel.claimed.get(pod_key) or next(
             (p for p in policies if p.selects_workload(pod)), None)
         allow = pol.policy.spec.allow if pol else Allow()
-        ok = pod.key in migrating or eligible(pod, graph, ctx, allow,
-                                              rule_blocked.get(pod.key))
+        ok = pod_key in migrating or eligible(pod, graph, ctx, allow, rule_blocked.get(pod_key))
         has = pod.labels.get(key) == "true"
         if ok and not has:
-            out.append(LabelChange(pod.key, key, "true", "add"))
+            out.append(LabelChange(pod_key, key, "true", "add"))
         elif has and not ok:
-            out.append(LabelChange(pod.key, key, "true", "remove"))
+            out.append(LabelChange(pod_key, key, "true", "remove"))
     return out
