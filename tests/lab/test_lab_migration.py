@@ -264,6 +264,36 @@ spec:
     assert LabSource(lab.root).read().pod_by_key[pod].node == "lab-2"  # follows the pod
 
 
+def test_apply_cluster_lab_contract(lab: Lab, pod: str, tmp_path: Path) -> None:
+    """The issue's contract: `apply --cluster lab --policies DIR --yes`, while a client
+    streams; afterwards a plan of the lab reports no changes."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "move.yaml").write_text(f"""\
+apiVersion: livepolicy.io/v1alpha1
+kind: MigrationPolicy
+metadata:
+  name: lab-contract
+spec:
+  workloads:
+    selector:
+      matchLabels: {{test: {pod.split("/")[1]}}}
+  sources:
+    names: [lab-1]
+  strategy:
+    memoryTransfer: stop-and-copy
+""")
+    c = _client(lab, pod)
+    res = cli(lab, "apply", "--cluster", "lab", "--policies", str(policies), "--yes",
+              "--state-dir", str(tmp_path / "apply"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 migrated, 0 rolled back, 0 failed" in res.stdout + res.stderr
+    _finish(c)
+    assert lab.find_pod(pod)[0].name == "lab-2"
+    again = cli(lab, "plan", "--cluster", "lab", "--policies", str(policies), "--json")
+    assert not [m for m in json.loads(again.stdout)["migrations"] if m["pod"] == pod]
+
+
 def test_plan_blocks_cross_subnet_moves(lab: Lab, tmp_path: Path) -> None:
     rec = lab.create_pod("alone", node="lab-3")
     try:
