@@ -29,9 +29,8 @@ from livepolicy.planner.model import Blocked, Migration, Plan, Reason
 from livepolicy.planner.place import Capacity, Placer
 from livepolicy.planner.select import CompiledPolicy, compile_policies, select
 from livepolicy.policy.load import PolicySet
-from livepolicy.policy.models import Allow
 from livepolicy.rules.base import Context, Severity, Verdict
-from livepolicy.rules.registry import POD_RULES, pair_verdicts
+from livepolicy.rules.registry import pair_verdicts, pod_verdicts
 
 # Planner reasons (not rules: they depend on the whole cluster, not on one fact).
 NO_EDGE = "PL001"
@@ -60,10 +59,6 @@ def fact_hash(obj: NodeFacts | PodFacts) -> str:
     """Hash of a fact object; orjson serialises the dataclass directly (fast at 150k pods)."""
     data = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=_default)
     return hashlib.sha256(data).hexdigest()[:16]
-
-
-def pod_verdicts_all(pod: PodFacts, ctx: Context, allow: Allow) -> list[Verdict]:
-    return [r.check(pod, ctx, allow) for r in POD_RULES]
 
 
 class _NoEdgeExplainer:
@@ -110,7 +105,7 @@ def make_plan(facts: ClusterFacts, ps: PolicySet, now: datetime) -> Plan:
     rule_blocked: dict[str, bool] = {}
     for pod, pol in claimed:
         spec = pol.policy.spec
-        verdicts = pod_verdicts_all(pod, ctx, spec.allow)
+        verdicts = pod_verdicts(pod, ctx, spec.allow)
         rule_blocked[pod.key] = any(v.blocks for v in verdicts)
         reasons = list(cluster_block) + [_reason(v) for v in verdicts if v.blocks]
         notes = [_reason(v) for v in verdicts if not v.ok and not v.blocks]

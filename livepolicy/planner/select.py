@@ -42,10 +42,7 @@ class CompiledPolicy:
         return self.policy.metadata.name
 
     def selects_source(self, node: NodeFacts, now: datetime) -> bool:
-        src = self.policy.spec.sources
-        if not (src.templates or src.names or src.cordoned is not None or src.older_than
-                or not self.source_selector.empty):
-            return False  # a policy that names no source drains nothing
+        src = self.policy.spec.sources  # never empty: validation refuses that (policy/load.py)
         if src.names and node.name not in src.names:
             return False
         if self.source_templates and not any(template_matches(t, node)
