@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from livepolicy.cli.sources import read_facts
+from livepolicy.cli.sources import enrich_from_aws, read_facts, source_options
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
 from livepolicy.facts.model import ClusterFacts
 from livepolicy.policy.load import PolicySet, load_policy_set
@@ -56,7 +57,11 @@ def load_policies(path: str) -> PolicySet:
 
 
 def load_facts(cluster: str) -> ClusterFacts:
-    return read_facts(cluster)
+    facts = enrich_from_aws(read_facts(cluster), source_options())
+    # The facts live until the command ends: keep the cyclic GC from rescanning them on
+    # every collection while planning (a third of the planning time at 150k pods).
+    gc.freeze()
+    return facts
 
 
 def resolve_now(now: str | None, facts: ClusterFacts) -> datetime:
@@ -88,6 +93,15 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 def cluster_option(f: F) -> F:
     """--cluster plus the options of live sources (kept in the click context, not passed)."""
+    f = click.option("--aws-vpc", expose_value=False, callback=_remember, metavar="VPC",
+                     help="With --aws: read every subnet of this VPC.")(f)
+    f = click.option("--aws-region", expose_value=False, callback=_remember, metavar="REGION",
+                     help="With --aws: the region (default: the boto3 chain).")(f)
+    f = click.option("--aws-endpoint", expose_value=False, callback=_remember, metavar="URL",
+                     help="With --aws: an EC2 endpoint (tests, private endpoints).")(f)
+    f = click.option("--aws/--no-aws", "aws", default=False, expose_value=False,
+                     callback=_remember, help="Refresh subnets, their tags and the region "
+                     "from EC2 (boto3 credentials chain).")(f)
     f = click.option("--context", expose_value=False, callback=_remember, metavar="NAME",
                      help="kubeconfig context (with --cluster kube).")(f)
     f = click.option("--kubeconfig", expose_value=False, callback=_remember, metavar="FILE",

@@ -53,5 +53,17 @@ def open_source(cluster: str) -> FactsSource:
                                       "snapshot path, `kube` or `lab`)", None)])
 
 
+def enrich_from_aws(facts: ClusterFacts, opts: dict[str, Any]) -> ClusterFacts:
+    """With --aws (or an --aws-endpoint), refresh subnets, tags and region from EC2."""
+    if not (opts.get("aws") or opts.get("aws_endpoint")):
+        return facts
+    from livepolicy.aws import AwsFacts
+
+    aws = AwsFacts(endpoint_url=opts.get("aws_endpoint"), region=opts.get("aws_region"))
+    vpc = opts.get("aws_vpc")
+    ids = None if vpc else [s.id for s in facts.info.subnets] or None
+    return aws.enrich(facts, subnet_ids=ids, vpc_id=vpc)
+
+
 def read_facts(cluster: str) -> ClusterFacts:
     return open_source(cluster).read()
