@@ -82,6 +82,10 @@ class CompatibilityGraph:
             out[c.id] = {z: tuple(r) for z, r in zones.items()}
         return out
 
+    def members_in_zone(self, cid: str, zone: str) -> tuple[str, ...]:
+        """Up to two members of class `cid` in `zone`."""
+        return self._zone_reps[cid].get(zone, ())
+
     def zone_representatives(self, src: str) -> Iterator[str]:
         """One destination of `src` per (destination class, zone)."""
         for cid in self.destination_classes(src):
