@@ -21,6 +21,7 @@ from livepolicy.apply.stale import stale_reasons
 from livepolicy.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
+    diagnostics_exit,
     fail,
     json_option,
     load_facts,
@@ -30,6 +31,7 @@ from livepolicy.cli.common import (
 )
 from livepolicy.cli.progress import RichProgressSink
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
+from livepolicy.core.locking import StateLockBackend
 from livepolicy.core.yamlsrc import load_fast
 from livepolicy.planner.plan import make_plan
 from livepolicy.planner.serialize import plan_document, read_plan
@@ -79,6 +81,11 @@ def _confirm(doc: dict[str, Any]) -> bool:
               help="At most this many migrations at once (budgets may allow fewer).")
 @click.option("--sim-time-scale", default=0.01, show_default=True,
               help="sim agents: real seconds per simulated second.")
+@click.option("--lock-backend", type=click.Choice(["local", "kube"]), default="local",
+              show_default=True, help="Where the apply lock lives: the state directory, or "
+              "a Kubernetes Lease (kube-system/livepolicy-apply).")
+@click.option("--kubeconfig", metavar="FILE", help="With --lock-backend kube.")
+@click.option("--context", metavar="NAME", help="With --lock-backend kube.")
 @click.option("--call-timeout", type=float, help="Seconds before an agent call counts as "
               "hung (default: the policy's progressTimeout).")
 @click.option("--sim-faults", type=click.Path(dir_okay=False, exists=True), hidden=True,
@@ -87,7 +94,8 @@ def _confirm(doc: dict[str, Any]) -> bool:
                    "(tests and demos).")
 def apply(planfile: str | None, cluster: str | None, policies: str | None, agents: str,
           yes: bool, as_json: bool, report: str | None, state_dir: str, parallelism: int,
-          sim_time_scale: float, call_timeout: float | None, sim_faults: str | None) -> None:
+          sim_time_scale: float, lock_backend: str, kubeconfig: str | None,
+          context: str | None, call_timeout: float | None, sim_faults: str | None) -> None:
     """Carry out a saved plan (or plan, confirm and apply) through the node agents."""
     state = Path(state_dir)
     with _apply_errors(as_json):
@@ -111,8 +119,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
             if not yes and not _confirm(doc):
                 click.echo("Apply cancelled.", err=True)
                 sys.exit(EXIT_OK)
-    lock = StateLock(state)
     with _apply_errors(as_json):
+        lock = _lock(lock_backend, state, kubeconfig, context)
         try:
             lock.acquire()
         except LockHeld as exc:
@@ -221,12 +229,35 @@ def arm_faults(pool: LocalSimAgents, engine: Engine, path: Path) -> None:
             raise DiagnosticError([Diagnostic(str(path), f"fault {f}: {exc}", None)]) from exc
 
 
+def _lock(backend: str, state: Path, kubeconfig: str | None,
+          context: str | None) -> StateLockBackend:
+    if backend == "kube":
+        from livepolicy.kube.client import KubeClient
+        from livepolicy.kube.lease import LeaseLock
+
+        return LeaseLock(KubeClient.from_config(kubeconfig, context))
+    return StateLock(state)
+
+
 @click.command(name="force-unlock")
 @click.argument("lock_id")
 @click.option("--state-dir", default=".livepolicy", show_default=True)
-def force_unlock_cmd(lock_id: str, state_dir: str) -> None:
+@click.option("--lock-backend", type=click.Choice(["local", "kube"]), default="local",
+              show_default=True)
+@click.option("--kubeconfig", metavar="FILE")
+@click.option("--context", metavar="NAME")
+def force_unlock_cmd(lock_id: str, state_dir: str, lock_backend: str, kubeconfig: str | None,
+                     context: str | None) -> None:
     """Remove a stale state lock left by an apply that is gone."""
     try:
+        if lock_backend == "kube":
+            from livepolicy.kube.client import KubeClient
+            from livepolicy.kube.lease import force_unlock as lease_force_unlock
+
+            with diagnostics_exit():
+                click.echo(lease_force_unlock(KubeClient.from_config(kubeconfig, context),
+                                              lock_id))
+            return
         click.echo(force_unlock(Path(state_dir), lock_id))
     except ValueError as exc:
         click.echo(f"Error: {exc}", err=True)
