@@ -16,7 +16,6 @@ needs the old port (recovery only rolls back or commits; those calls carry no pe
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livepolicy.agent.client import AgentClient, AgentClientError
+from livepolicy.agent.launch import await_listening
 from livepolicy.apply.engine import AgentEndpoint
 from livepolicy.facts.model import ClusterFacts
 from livepolicy.planner.estimate import memory_of
@@ -159,21 +159,15 @@ class LocalSimAgents:
             # Recorded before anything else, so a kill of this process right now still
             # lets the next run find (and stop) the agent.
             (a.state_dir / "pid").write_text(str(proc.pid))
-            assert proc.stdout is not None
-            timer = threading.Timer(START_TIMEOUT_S, proc.kill)
-            timer.start()
-            try:
-                line = proc.stdout.readline()
-            finally:
-                timer.cancel()
-            if line:
-                info = json.loads(line)
+            info = await_listening(proc, START_TIMEOUT_S)
+            if info is not None:
                 a.port = int(info["port"])
                 (a.state_dir / "port").write_text(str(a.port))
                 a.proc = proc
                 return
             proc.wait()
-            proc.stdout.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
             if port == 0:
                 break
             time.sleep(0.1)  # port still held by the previous process: try again

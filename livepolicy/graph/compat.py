@@ -16,6 +16,7 @@ import networkx as nx
 
 from livepolicy.facts.model import NodeFacts
 from livepolicy.rules.base import Context, Verdict
+from livepolicy.rules.pair_generation import node_generation_set
 from livepolicy.rules.registry import PAIR_RULES, cluster_verdicts, node_verdicts, pair_verdicts
 
 
@@ -122,7 +123,9 @@ class CompatibilityGraph:
 def _label(node: NodeFacts, ctx: Context) -> str:
     net = node.labels.get(ctx.settings.labels.subnet_id, "") \
         if node.network_mode == "standard" else f"custom/{node.zone}"
-    return f"{node.region or '?'} {node.architecture or '?'} {node.generation_set or '?'} " \
+    # The settings-aware generation set, as rule PR003 sees it (overrides included).
+    gen = node_generation_set(node, ctx) or "?"
+    return f"{node.region or '?'} {node.architecture or '?'} {gen} " \
            f"{net or '?'}"
 
 

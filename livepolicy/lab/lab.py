@@ -39,6 +39,7 @@ from typing import Any
 
 from livepolicy.agent.client import AgentClient, AgentClientError
 from livepolicy.agent.fsutil import atomic_write_bytes, ensure_private_dir
+from livepolicy.agent.launch import await_listening
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.agent.runtimes.criu import find_criu
 from livepolicy.agent.runtimes.criu_pods import PodRecord, PodStore, query_stats, read_pods
@@ -328,19 +329,15 @@ class Lab:
         self.record.add("process", pid=proc.pid, start=start, what=f"agent {node.name}",
                         marker=str(node.token_file))
         node.agent_pid, node.agent_start = proc.pid, start
-        assert proc.stdout is not None
-        timer = threading.Timer(AGENT_START_TIMEOUT_S, proc.kill)
-        timer.start()
         try:
-            line = proc.stdout.readline()
+            info = await_listening(proc, AGENT_START_TIMEOUT_S)
         finally:
-            timer.cancel()
-            proc.stdout.close()
-        if not line:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if info is None:
             proc.wait(5)
             tail = (Path(node.dir) / "agent.log").read_text(errors="replace")[-800:]
             raise LabError(f"agent of {node.name} did not start:\n{tail}")
-        info = json.loads(line)
         node.agent_url = f"http://127.0.0.1:{info['port']}"
 
     def _start_agents(self) -> None:
