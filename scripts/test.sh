@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # Real parts for the integration tests, cached in ~/.cache/livepolicy (first run: minutes).
 ./scripts/setup-criu.sh >/dev/null
 ./scripts/setup-kube-testenv.sh >/dev/null
+./scripts/setup-helm.sh >/dev/null
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check livepolicy tests bench scripts
 echo "== mypy"; mypy
