@@ -1,5 +1,8 @@
 """`snapshot` and `label`: the commands that talk to a live cluster (`--cluster kube`).
 
+The label reconciliation itself lives in `livepolicy.controller.reconcile`, shared with
+the in-cluster controller; this module only parses options and prints outcomes.
+
 The Kubernetes client is imported only when one of them runs (it takes ~0.4 s to load),
 so every other command starts as fast as before.
 """
@@ -26,17 +29,13 @@ from livepolicy.cli.common import (
     policies_option,
     print_json,
     print_lines,
-    resolve_now,
 )
 from livepolicy.cli.sources import open_source
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
-from livepolicy.planner.model import LabelChange
-from livepolicy.planner.plan import make_plan
-from livepolicy.policy.load import PolicySet
 
 if TYPE_CHECKING:
     from livepolicy.facts.kube import KubeSource
-    from livepolicy.kube.labels import LabelEdit, LabelOutcome
+    from livepolicy.kube.labels import LabelOutcome
 
 
 def _kube_source(cluster: str, command: str) -> KubeSource:
@@ -150,55 +149,6 @@ def snapshot(cluster: str, fmt: str, output: str | None) -> None:
         sys.stdout.flush()
 
 
-def _edits(changes: list[LabelChange] | tuple[LabelChange, ...]) -> list[LabelEdit]:
-    from livepolicy.kube.labels import LabelEdit
-
-    out = []
-    for lc in changes:
-        ns, _, name = lc.pod.partition("/")
-        out.append(LabelEdit(ns, name, lc.key, lc.value if lc.action == "add" else None))
-    return out
-
-
-class _Replanner:
-    """Re-evaluates labels after conflicts: the fresh pods replace the stale ones and the
-    plan is made again from the whole cluster, as the first time."""
-
-    def __init__(self, source: KubeSource, items: list[dict[str, Any]], ps: PolicySet
-                 ) -> None:
-        self.source = source
-        self.items = items
-        self.ps = ps
-
-    def __call__(self, fresh: Mapping[str, dict[str, Any] | None]) -> list[LabelEdit]:
-        from livepolicy.kube.client import normalise
-        from livepolicy.kube.resources import PODS
-
-        index = {_pod_key(o): i for i, o in enumerate(self.items) if o.get("kind") == "Pod"}
-        drop: set[int] = set()
-        for key, pod in fresh.items():
-            i = index.get(key)
-            if pod is None:
-                if i is not None:
-                    drop.add(i)
-                continue
-            normalise(pod, PODS)
-            if i is None:
-                self.items.append(pod)
-            else:
-                self.items[i] = pod
-        if drop:
-            self.items[:] = [o for i, o in enumerate(self.items) if i not in drop]
-        facts = self.source.facts_of(self.items)
-        labels = make_plan(facts, self.ps, resolve_now(None, facts)).labels
-        return [e for e in _edits(list(labels)) if e.pod in fresh]
-
-
-def _pod_key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', 'default')}/{meta.get('name', '')}"
-
-
 @click.command()
 @cluster_option
 @policies_option
@@ -215,6 +165,8 @@ def label(cluster: str, policies: str, as_json: bool, dry_run: bool, parallelism
     can. Each write carries the pod's resourceVersion; a pod changed meanwhile is read
     again, re-evaluated and retried. Running it twice changes nothing the second time.
     """
+    from livepolicy.controller.reconcile import reconcile_labels, summarise
+
     with diagnostics_exit(as_json):
         source = _kube_source(cluster, "label")
         outcomes = reconcile_labels(source, load_policies(policies), dry_run=dry_run,
@@ -228,37 +180,9 @@ def label(cluster: str, policies: str, as_json: bool, dry_run: bool, parallelism
     sys.exit(EXIT_ERROR if failed else EXIT_OK)
 
 
-def reconcile_labels(source: KubeSource, ps: PolicySet, *, dry_run: bool = False,
-                     parallelism: int = 8, max_attempts: int = 5) -> list[LabelOutcome]:
-    """Read the cluster, plan the label changes, write them with conflict retries."""
-    from livepolicy.kube.errors import KubeError
-    from livepolicy.kube.labels import LabelWriter, resource_version
-
-    items = source.read_objects()
-    facts = source.facts_of(items)
-    plan = make_plan(facts, ps, resolve_now(None, facts))
-    versions = {_pod_key(o): resource_version(o) for o in items if o.get("kind") == "Pod"}
-    writer = LabelWriter(source.client, dry_run=dry_run, parallelism=parallelism,
-                         max_attempts=max_attempts)
-    try:
-        return writer.run(_edits(list(plan.labels)), versions, _Replanner(source, items, ps))
-    except KubeError as exc:
-        raise exc.as_diagnostic_error("kube") from None
-
-
-def summarise(outcomes: list[LabelOutcome]) -> dict[str, int]:
-    done = ("applied", "would-apply")
-    return {
-        "add": sum(1 for o in outcomes if o.result in done and o.edit.action == "add"),
-        "remove": sum(1 for o in outcomes if o.result in done and o.edit.action == "remove"),
-        "not_needed": sum(1 for o in outcomes if o.result == "not-needed"),
-        "gone": sum(1 for o in outcomes if o.result == "gone"),
-        "failed": sum(1 for o in outcomes if o.result == "failed"),
-        "conflicts": sum(o.conflicts for o in outcomes),
-    }
-
-
 def render_outcomes(outcomes: list[LabelOutcome], dry_run: bool) -> list[tuple[str, str]]:
+    from livepolicy.controller.reconcile import summarise
+
     lines: list[tuple[str, str]] = []
     for o in outcomes:
         e = o.edit

@@ -6,6 +6,7 @@ import click
 
 from livepolicy import __version__
 from livepolicy.cli.apply_cmds import agent, apply, force_unlock_cmd
+from livepolicy.cli.controller_cmds import controller
 from livepolicy.cli.inspect_cmds import explain, graph
 from livepolicy.cli.kube_cmds import label, snapshot
 from livepolicy.cli.lab_cmds import lab
@@ -24,6 +25,7 @@ for command in (plan, show, apply, validate, fmt, schema, rules_cmd, explain, gr
     cli.add_command(command)
 cli.add_command(snapshot)
 cli.add_command(label)
+cli.add_command(controller)
 
 
 def main() -> None:

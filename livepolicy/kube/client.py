@@ -124,14 +124,19 @@ def _loopback(server: str) -> bool:
         return False
 
 
-def load_configuration(kubeconfig: str | None = None, context: str | None = None
-                       ) -> tuple[Any, Target]:
+def load_configuration(kubeconfig: str | None = None, context: str | None = None, *,
+                       prefer_in_cluster: bool = False) -> tuple[Any, Target]:
     """The client configuration: --kubeconfig, else $KUBECONFIG / ~/.kube/config, else
-    the in-cluster service account. Raises KubeConfigError with a clear message."""
+    the in-cluster service account. Raises KubeConfigError with a clear message.
+
+    `prefer_in_cluster` (the controller): with neither --kubeconfig nor --context, inside
+    a pod, the service account wins over $KUBECONFIG and ~/.kube/config."""
     cfg = k8s_client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
+    in_pod = bool(os.environ.get(_IN_CLUSTER_HOST))
+    skip_files = prefer_in_cluster and in_pod and not kubeconfig and not context
+    path = "" if skip_files else (kubeconfig or os.environ.get("KUBECONFIG") or "")
     default = Path("~/.kube/config").expanduser()
-    if not path and default.is_file():
+    if not path and not skip_files and default.is_file():
         path = str(default)
     if not path:
         if os.environ.get(_IN_CLUSTER_HOST):
@@ -191,8 +196,10 @@ class KubeClient:
 
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, context: str | None = None, *,
-                    page_size: int = DEFAULT_PAGE_SIZE, pool_size: int = 32) -> KubeClient:
-        cfg, target = load_configuration(kubeconfig, context)
+                    page_size: int = DEFAULT_PAGE_SIZE, pool_size: int = 32,
+                    prefer_in_cluster: bool = False) -> KubeClient:
+        cfg, target = load_configuration(kubeconfig, context,
+                                         prefer_in_cluster=prefer_in_cluster)
         cfg.connection_pool_maxsize = pool_size
         cfg.retries = 1  # connection errors fail fast; lists restart on their own
         return cls(k8s_client.ApiClient(cfg), target, page_size=page_size)
@@ -215,6 +222,36 @@ class KubeClient:
         for exec plugins and expiring tokens), TLS and the connection pool; bodies go out
         as orjson bytes and come back unparsed.
         """
+        t0 = time.perf_counter()
+        resp = self._send(method, path, query, body, content_type, self.timeout[1])
+        try:
+            raw = resp.data
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._unreachable(exc, method, path) from None
+        self.stats.add(api=time.perf_counter() - t0, parse=0.0, size=len(raw))
+        status = int(resp.status)
+        if 200 <= status < 300:
+            return bytes(raw)
+        raise self._error(status, raw, method, path)
+
+    def stream(self, path: str, *, query: Query = (), read_timeout: float) -> Any:
+        """Open a long-lived GET (a watch) and return the unread urllib3 response of a
+        2xx answer, raise KubeError otherwise. Same hooks, credentials and pool as
+        `request_raw`; the caller reads it (`stream()`) and closes it."""
+        resp = self._send("GET", path, query, None, "application/json", read_timeout)
+        status = int(resp.status)
+        if 200 <= status < 300:
+            return resp
+        try:
+            raw = resp.data
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._unreachable(exc, "GET", path) from None
+        finally:
+            resp.release_conn()
+        raise self._error(status, raw, "GET", path)
+
+    def _send(self, method: str, path: str, query: Query, body: Any, content_type: str,
+              read_timeout: float) -> Any:
         call = Call(method, path, list(query), body)
         for hook in list(self.hooks):
             hook(call)
@@ -230,24 +267,18 @@ class KubeClient:
             if body is not None:
                 hdrs["Content-Type"] = content_type
                 data = orjson.dumps(body)
-            t0 = time.perf_counter()
-            resp = self._api.rest_client.pool_manager.request(
+            return self._api.rest_client.pool_manager.request(
                 m, url, body=data, headers=hdrs, preload_content=False,
-                timeout=urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1]))
-            raw = resp.data
-            t1 = time.perf_counter()
+                timeout=urllib3.Timeout(connect=self.timeout[0], read=read_timeout))
         except urllib3.exceptions.HTTPError as exc:
-            raise KubeError(f"cannot reach the Kubernetes API at {self.target.server}: "
-                            f"{_root_cause(exc)}", 0, "", method, path,
-                            self.target.server) from None
+            raise self._unreachable(exc, method, path) from None
         except ConfigException as exc:  # token refresh (exec plugin, OIDC) failed
             raise KubeConfigError(f"cannot get credentials for {self.target.server}: {exc}",
                                   0, "", method, path, self.target.server) from None
-        self.stats.add(api=t1 - t0, parse=0.0, size=len(raw))
-        status = int(resp.status)
-        if 200 <= status < 300:
-            return bytes(raw)
-        raise self._error(status, raw, method, path)
+
+    def _unreachable(self, exc: BaseException, method: str, path: str) -> KubeError:
+        return KubeError(f"cannot reach the Kubernetes API at {self.target.server}: "
+                         f"{_root_cause(exc)}", 0, "", method, path, self.target.server)
 
     def request(self, method: str, path: str, *, query: Query = (), body: Any = None,
                 content_type: str = "application/json") -> Any:

@@ -13,6 +13,12 @@ processes racing for a free or expired lease cannot both win: the loser gets 409
 and reports who won. If a holder finds on renewal that someone else took the lease, it
 sets `lost` (an Event) and stops renewing. Expiry compares the holder's `renewTime` with
 this machine's clock; clocks must agree to well within the lease duration.
+
+Leader election (the controller) uses the same lock with a stable `identity` and a
+`renew_deadline` shorter than the duration: `holding()` is true only while the last
+successful renewal is younger than that deadline, so a leader cut off from the API stops
+writing before anyone else can take the lease over; after `lost`, `acquire()` starts
+afresh.
 """
 
 from __future__ import annotations
@@ -103,7 +109,8 @@ class LeaseLock:
     def __init__(self, client: KubeClient, name: str = DEFAULT_NAME,
                  namespace: str = DEFAULT_NAMESPACE, *, operation: str = "apply",
                  duration: float = 30.0, renew_every: float | None = None,
-                 renew: bool = True) -> None:
+                 renew: bool = True, identity: str = "",
+                 renew_deadline: float | None = None) -> None:
         self.client = client
         self.name = name
         self.namespace = namespace
@@ -111,7 +118,9 @@ class LeaseLock:
         self.duration = max(1, round(duration))
         self.renew_every = renew_every if renew_every is not None else self.duration / 3
         self.renew = renew
-        self.id = str(uuid.uuid4())
+        self.renew_deadline = renew_deadline if renew_deadline is not None else self.duration
+        self.id = identity or str(uuid.uuid4())
+        self.last_renewed = 0.0  # time.monotonic() of the last successful write
         self.lost = threading.Event()
         self.renewals = 0
         self._version = ""
@@ -141,9 +150,20 @@ class LeaseLock:
                          "acquireTime": micro_time(now), "renewTime": micro_time(now),
                          "leaseTransitions": transitions}}
 
+    def holding(self) -> bool:
+        """Ours, and renewed within `renew_deadline`: safe to act as the holder."""
+        return self._held and not self.lost.is_set() and \
+            time.monotonic() - self.last_renewed < self.renew_deadline
+
     def acquire(self) -> None:
-        if self._held:
+        if self.holding():
             return
+        if self._held:  # lost or overdue: forget the old term before trying again
+            self._stop.set()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout=self.renew_every + 30)
+            self._thread = None
+            self._held = False
         for _ in range(_ATTEMPTS):
             now = time.time()
             current = self.client.get_optional(LEASES, self.name, self.namespace)
@@ -160,6 +180,7 @@ class LeaseLock:
                     continue
                 raise
             self._version = str((out.get("metadata") or {}).get("resourceVersion", ""))
+            self.last_renewed = time.monotonic()
             self._held = True
             self.lost.clear()
             self._start_renewal()
@@ -181,6 +202,7 @@ class LeaseLock:
         with self._lock:
             if not self._held:
                 return False
+            started = time.monotonic()
             current = self.client.get_optional(LEASES, self.name, self.namespace)
             if current is None or (current.get("spec") or {}).get("holderIdentity") != self.id:
                 self.lost.set()
@@ -193,20 +215,22 @@ class LeaseLock:
                     return True
                 raise
             self._version = str((out.get("metadata") or {}).get("resourceVersion", ""))
+            self.last_renewed = started  # the renewal counts from before it was sent
             self.renewals += 1
             return True
 
     def _renew_loop(self) -> None:
-        last_ok = time.monotonic()
-        while not self._stop.wait(self.renew_every):
+        wait = self.renew_every
+        while not self._stop.wait(wait):
             try:
                 if not self.renew_now():
                     return
-                last_ok = time.monotonic()
+                wait = self.renew_every
             except KubeError:
-                if time.monotonic() - last_ok > self.duration:  # it expired meanwhile
-                    self.lost.set()
+                if time.monotonic() - self.last_renewed >= self.renew_deadline:
+                    self.lost.set()  # it may expire any moment: stop acting as the holder
                     return
+                wait = min(self.renew_every, 1.0)  # retry soon, well before the deadline
 
     # -- release ---------------------------------------------------------------------------
     def release(self) -> None:

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bench.synth import generate
-from livepolicy.cli.kube_cmds import reconcile_labels
 from livepolicy.cli.main import cli
+from livepolicy.controller.reconcile import reconcile_labels
 from livepolicy.facts.kube import KubeSource
 from livepolicy.kube.client import Call, KubeClient
 from livepolicy.kube.resources import PODS
