@@ -71,6 +71,8 @@ class AgentConfig:
     criu_node_config: Path | None = None
     # accept /v1/faults with runtimes other than sim (test labs only)
     fault_injection: bool = False
+    # kubelet runtime: kubelet checkpoint API, containerd and Kubernetes API settings
+    kubelet: KubeletOptions | None = None
 
     @property
     def dirty_tracking_enabled(self) -> bool:
@@ -108,6 +110,8 @@ class AgentConfig:
             out.append("tls_client_ca_file needs tls_cert_file and tls_key_file")
         if self.runtime == "criu" and self.criu_node_config is None:
             out.append("the criu runtime needs a node network config (--criu-node-config)")
+        if self.runtime == "kubelet" and self.kubelet is not None:
+            out.extend(self.kubelet.problems())
         return out
 
     def validate(self) -> None:
@@ -119,3 +123,32 @@ class AgentConfig:
 def token_from_env() -> str | None:
     value = os.environ.get(TOKEN_ENV)
     return value.strip() if value else None
+
+
+@dataclass(frozen=True)
+class KubeletOptions:
+    """The `kubelet` runtime's settings (docs/kubelet-runtime.md)."""
+
+    url: str = "https://127.0.0.1:10250"
+    ca_file: Path | None = None  # verifies the kubelet's serving certificate
+    # bearer token for the kubelet (default: the pod's ServiceAccount token)
+    token_file: Path | None = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    client_cert: Path | None = None  # or a client certificate instead of the token
+    client_key: Path | None = None
+    checkpoints_dir: Path = Path("/var/lib/kubelet/checkpoints")  # as mounted in the agent
+    checkpoint_timeout_s: int = 600
+    restore_timeout_s: float = 120.0
+    ctr: str = "ctr"
+    containerd_address: str = "/run/containerd/containerd.sock"
+    containerd_config: Path = Path("/etc/containerd/config.toml")
+    kubeconfig: Path | None = None  # None: the in-cluster ServiceAccount
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.url.startswith("https://"):
+            out.append("--kubelet-url must be https://HOST[:PORT]")
+        if (self.client_cert is None) != (self.client_key is None):
+            out.append("--kubelet-client-cert and --kubelet-client-key go together")
+        if self.checkpoint_timeout_s <= 0 or self.restore_timeout_s <= 0:
+            out.append("kubelet timeouts must be positive")
+        return out

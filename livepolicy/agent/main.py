@@ -28,6 +28,8 @@ from livepolicy.agent.config import (
     token_from_env,
 )
 from livepolicy.agent.runtimes import RUNTIMES
+from livepolicy.agent.runtimes.kubelet_setup import add_flags as _kubelet_flags
+from livepolicy.agent.runtimes.kubelet_setup import kubelet_options
 from livepolicy.agent.server import AgentServer, serve
 from livepolicy.core.quantity import bytes_of, parse_bandwidth
 
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "$LIVEPOLICY_CRIU, then scripts/setup-criu.sh's wrapper, then PATH)")
     p.add_argument("--criu-node-config", type=Path,
                    help="criu runtime: JSON describing this node's pod network")
+    _kubelet_flags(p)
     p.add_argument("--fault-injection", action="store_true",
                    help="accept /v1/faults with a real runtime (test labs only)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
@@ -112,6 +115,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         criu_path=args.criu,
         criu_node_config=args.criu_node_config,
         fault_injection=args.fault_injection,
+        kubelet=kubelet_options(args) if args.runtime == "kubelet" else None,
     )
 
 

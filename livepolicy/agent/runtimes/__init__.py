@@ -1,4 +1,4 @@
-"""Runtime registry: the agent picks its runtime by name (`--runtime sim|criu`)."""
+"""Runtime registry: the agent picks its runtime by name (`--runtime sim|criu|kubelet`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from livepolicy.agent.config import AgentConfig
 from livepolicy.agent.runtimes.base import Features, Runtime
 from livepolicy.agent.runtimes.sim import SimRuntime
 
-RUNTIMES = ("sim", "criu")
+RUNTIMES = ("sim", "criu", "kubelet")
 
 
 def make_runtime(config: AgentConfig, stop: threading.Event) -> Runtime:
@@ -44,4 +44,8 @@ def make_runtime(config: AgentConfig, stop: threading.Event) -> Runtime:
             fault_injection=config.fault_injection,
             stop=stop,
         )
+    if config.runtime == "kubelet":
+        from livepolicy.agent.runtimes.kubelet_setup import make_kubelet_runtime
+
+        return make_kubelet_runtime(config, stop)
     raise ValueError(f"unknown runtime {config.runtime!r} (available: {', '.join(RUNTIMES)})")

@@ -1,0 +1,534 @@
+"""`kubelet`: live migration on real Kubernetes nodes, through the kubelet and containerd 2.
+
+The runtime an agent runs on an EKS (or any kubelet + containerd) node; see
+docs/kubelet-runtime.md for the setup and the flow. In short:
+
+- `checkpoint` (source): one kubelet checkpoint call per container of the pod
+  (`kubelet_api`), then `ctr tasks pause` on every container, then the archives, with
+  the pod object, go as one tar stream into the agent's encrypting sink, and the
+  kubelet's plaintext archives are deleted.
+- `restore` (destination): each archive becomes an OCI checkpoint image streamed into
+  `ctr images import` (`kubelet_image`), then a copy of the pod is created through the
+  API on this node with those images (`kubelet_pods`); containerd's CRI restores the
+  containers from them. It must be running (all containers, no restart) to count.
+- `verify` checks that, then removes the checkpoint images (they hold process memory).
+- `resume` (rollback on the source) unpauses the containers: the source pod was never
+  deleted, only paused. `remove` on the source (the commit) kills and deletes the
+  source pod and hands its labels and owners to the restored copy; on the destination
+  (rollback) it deletes the restored copy.
+
+Freeze semantics, honestly: a kubelet checkpoint does not stop the container (KEP-2008 is
+*forensic* checkpointing: CRIU dumps and leaves it running). So the Protocol's "freeze"
+is mapped onto a cgroup-freezer pause right after the last container's checkpoint: what
+the pod does between its checkpoint and the pause (milliseconds to seconds) is not in the
+image and is lost at commit. Rollback loses nothing. Pre-copy is not offered (the
+kubelet API has no incremental dump) and TCP connections are not kept (the restored pod
+is a new pod with a new IP).
+
+No kubelet and no containerd run on the machine this was written on: the runtime is
+tested against a fake kubelet (real HTTPS, recorded responses), a fake `ctr` and the real
+kube-apiserver, never against a real node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import stat
+import tarfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from livepolicy.agent.crypto import Sink
+from livepolicy.agent.errors import ApiError, conflict, not_found
+from livepolicy.agent.fsutil import atomic_write_bytes, ensure_private_dir
+from livepolicy.agent.runtimes import kubelet_pods as kp
+from livepolicy.agent.runtimes.base import (
+    Features,
+    PodInfo,
+    PodRef,
+    PodState,
+    RoundResult,
+    VerifyResult,
+)
+from livepolicy.agent.runtimes.kubelet_api import KubeletClient
+from livepolicy.agent.runtimes.kubelet_image import (
+    ContainerdImages,
+    ContainerdInfo,
+    write_oci_layout,
+)
+from livepolicy.kube.errors import KubeError
+
+log = logging.getLogger("livepolicy.agent.kubelet")
+
+IMAGE_FORMAT = "livepolicy-kubelet/1"
+RECORDS_FILE = "records.json"
+CAPABILITIES_FILE = "runtime-capabilities.json"
+MAX_MANIFEST = 4 << 20
+_ARCHIVE = re.compile(r"checkpoint-[A-Za-z0-9._:+-]+\.tar")
+
+
+def image_ref(namespace: str, name: str, container: str, mid: str) -> str:
+    tag = hashlib.sha256(mid.encode()).hexdigest()[:16]
+    return f"localhost/livepolicy/checkpoint-{namespace}-{name}-{container}:{tag}"
+
+
+class _SinkFile(io.RawIOBase):
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sink.write(bytes(data))
+        return len(data)
+
+
+class _StreamFile(io.RawIOBase):
+    """A readable file over an iterator of authenticated chunks, hashing what it yields."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it: Iterator[bytes] = iter(chunks)
+        self._buf = b""
+        self.sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while (n < 0 or len(self._buf) < n) and (chunk := next(self._it, None)) is not None:
+            self.sha.update(chunk)
+            self._buf += chunk
+        out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
+        return out
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+class KubeletRuntime:
+    """Pods of one Kubernetes node, moved with the kubelet checkpoint API and containerd."""
+
+    name = "kubelet"
+
+    def __init__(self, *, state_dir: Path, node: str, kubelet: KubeletClient,
+                 containerd: ContainerdImages, pods: kp.PodApi, checkpoints_dir: Path,
+                 architecture: str, checkpoint_timeout_s: int = 600,
+                 restore_timeout_s: float = 120.0, fault_injection: bool = False,
+                 containerd_info: ContainerdInfo | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.node = node
+        self.kubelet = kubelet
+        self.ctr = containerd
+        self.api = pods
+        self.checkpoints_dir = checkpoints_dir
+        self.architecture = architecture
+        self.checkpoint_timeout_s = checkpoint_timeout_s
+        self.restore_timeout_s = restore_timeout_s
+        self._stop = stop or threading.Event()
+        self.work = ensure_private_dir(state_dir / "kubelet")
+        self._lock = threading.Lock()
+        self._pod_locks: dict[str, threading.Lock] = {}
+        self.info = containerd_info or containerd.detect()
+        if not self.info.restore:
+            log.warning("this node cannot restore pods (destination role refused): %s",
+                        self.info.reason)
+        self._features = Features(dirty_tracking=False, post_copy=False,
+                                  tcp_established=False, fault_injection=fault_injection)
+        self._records: dict[str, dict[str, Any]] = self._load()
+        atomic_write_bytes(state_dir / CAPABILITIES_FILE, json.dumps(
+            {**self.info.to_json(), "runtime": self.name, "node": node,
+             "kubelet": kubelet.url, "architecture": architecture,
+             "features": {"dirty_tracking": False, "post_copy": False,
+                          "tcp_established": False, "restore": self.info.restore}},
+            indent=1, sort_keys=True).encode())
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads((self.work / RECORDS_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.work / RECORDS_FILE}: {exc}") from None
+        return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _save(self, key: str, rec: dict[str, Any] | None) -> None:
+        with self._lock:
+            if rec is None:
+                self._records.pop(key, None)
+            else:
+                self._records[key] = rec
+            body = json.dumps(self._records, indent=1, sort_keys=True).encode()
+            atomic_write_bytes(self.work / RECORDS_FILE, body)
+
+    def _rec(self, ref: PodRef) -> dict[str, Any] | None:
+        with self._lock:
+            rec = self._records.get(ref.key)
+            return dict(rec) if rec is not None else None
+
+    @contextmanager
+    def _pod_lock(self, ref: PodRef) -> Iterator[None]:
+        with self._lock:
+            lock = self._pod_locks.setdefault(ref.key, threading.Lock())
+        with lock:
+            yield
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except KubeError as exc:
+            raise ApiError(502, "kube_api_failed", f"{what}: {exc}") from None
+
+    def _here(self, ref: PodRef) -> kp.Pod | None:
+        pod = self._call(f"reading pod {ref.key}", self.api.get, ref.namespace, ref.name)
+        if pod is None or (pod.get("spec") or {}).get("nodeName") != self.node:
+            return None
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return None
+        return dict(pod)
+
+    def _info(self, pod: kp.Pod, state: PodState, *, ref: PodRef | None = None,
+              uid: str = "", restored_by: str | None = None) -> PodInfo:
+        meta = pod.get("metadata") or {}
+        return PodInfo(namespace=ref.namespace if ref else str(meta.get("namespace")),
+                       name=ref.name if ref else str(meta.get("name")),
+                       uid=uid or str(meta.get("uid")), state=state,
+                       memory_bytes=kp.memory_bytes(pod), dirty_rate_bytes=0, counter=0,
+                       restored_by=restored_by)
+
+    def _local_archive(self, reported: str) -> Path:
+        """The kubelet's archive path, as mounted in this agent; refuses anything odd."""
+        base = reported.rsplit("/", 1)[-1]
+        if not _ARCHIVE.fullmatch(base):
+            raise ApiError(502, "checkpoint_failed", f"unexpected archive path {reported!r}")
+        path = self.checkpoints_dir / base
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            raise ApiError(500, "checkpoint_failed", f"the kubelet's archive {base} is not "
+                           f"in {self.checkpoints_dir} ({exc}): mount the kubelet's "
+                           "checkpoints directory into the agent") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ApiError(500, "checkpoint_failed", f"{path} is not a regular file")
+        return path
+
+    # -- Runtime: node ---------------------------------------------------------------------
+    def features(self) -> Features:
+        return self._features
+
+    def list_pods(self) -> list[PodInfo]:
+        pods = self._call(f"listing pods on {self.node}", self.api.list_on_node, self.node)
+        out = []
+        for pod in pods:
+            ref = PodRef(str(pod["metadata"]["namespace"]), str(pod["metadata"]["name"]))
+            info = self.get_pod(ref)
+            if info is not None:
+                out.append(info)
+        return out
+
+    def get_pod(self, ref: PodRef) -> PodInfo | None:
+        rec = self._rec(ref)
+        if rec is not None and rec["kind"] == "restored":
+            pod = self._call(f"reading pod {rec['pod']}", self.api.get, ref.namespace,
+                             rec["pod"])
+            if pod is None:
+                return None
+            running, _ = kp.is_running(pod)
+            return self._info(pod, "running" if running else "restoring", ref=ref,
+                              uid=rec["uid"], restored_by=rec["mid"])
+        pod = self._here(ref)
+        if pod is None:
+            if rec is not None and rec.get("state") == "frozen":  # commit half done
+                return PodInfo(ref.namespace, ref.name, rec["uid"], "frozen", 0, 0, 0)
+            return None
+        if rec is not None and rec.get("state") == "frozen":
+            return self._info(pod, "frozen")
+        running = (pod.get("status") or {}).get("phase") == "Running"
+        return self._info(pod, "running" if running else "restoring")
+
+    def put_pod(self, ref: PodRef, uid: str, memory_bytes: int,
+                dirty_rate_bytes: int) -> tuple[PodInfo, bool]:
+        info = self.get_pod(ref)
+        if info is None:
+            raise not_found("pod_not_found", f"no pod {ref.key} runs on {self.node}: the "
+                            "kubelet runtime adopts pods that Kubernetes placed here")
+        if info.uid != uid:
+            raise conflict("pod_exists", f"pod {ref.key} exists with another uid")
+        return info, False
+
+    # -- Runtime: source ---------------------------------------------------------------------
+    def precopy(self, ref: PodRef, *, previous_dirty_bytes: int | None,
+                slowdown: float) -> RoundResult:
+        raise conflict("dirty_tracking_unavailable", "the kubelet checkpoint API has no "
+                       "incremental dump: only final (stop-and-copy) checkpoints")
+
+    def checkpoint(self, ref: PodRef, sink: Sink, *, previous_dirty_bytes: int | None,
+                   slowdown: float) -> RoundResult:
+        with self._pod_lock(ref):
+            pod = self._here(ref)
+            if pod is None:
+                raise not_found("pod_not_found", f"pod {ref.key} is not on {self.node}")
+            uid = str(pod["metadata"]["uid"])
+            names, ids = kp.container_names(pod), kp.container_ids(pod)
+            if any(n not in ids for n in names):
+                raise conflict("pod_not_running", f"pod {ref.key} has containers without "
+                               "a container id (not started)")
+            rec = self._rec(ref)
+            if rec is not None and rec.get("state") == "frozen":
+                # Checkpointed before but never recorded by the agent (a crash): the
+                # kubelet checkpoints running containers, so thaw and take a fresh one.
+                for n in names:
+                    self.ctr.resume(ids[n])
+            started = time.monotonic()
+            archives: dict[str, Path] = {}
+            try:
+                for n in names:
+                    path = self.kubelet.checkpoint(ref.namespace, ref.name, n,
+                                                   self.checkpoint_timeout_s)
+                    archives[n] = self._local_archive(path)
+                self._save(ref.key, {"kind": "source", "state": "frozen", "uid": uid,
+                                     "containers": ids})
+                self._freeze(ref, names, ids)
+                frozen_for = time.monotonic()
+                nbytes = self._write_stream(sink, pod, names, archives)
+                log.info("checkpoint %s: %d containers, %d bytes, %.3fs (%.3fs frozen)",
+                         ref.key, len(names), nbytes, time.monotonic() - started,
+                         time.monotonic() - frozen_for)
+            finally:
+                for archive in archives.values():
+                    with contextlib.suppress(OSError):
+                        archive.unlink()
+        return RoundResult(bytes=nbytes, dirty_bytes=0, seconds=time.monotonic() - started,
+                           frozen=True)
+
+    def _freeze(self, ref: PodRef, names: list[str], ids: dict[str, str]) -> None:
+        paused: list[str] = []
+        try:
+            for n in names:
+                self.ctr.pause(ids[n])
+                paused.append(n)
+        except ApiError:
+            for n in paused:
+                with contextlib.suppress(ApiError):
+                    self.ctr.resume(ids[n])
+            self._save(ref.key, None)
+            raise
+
+    def _write_stream(self, sink: Sink, pod: kp.Pod, names: list[str],
+                      archives: dict[str, Path]) -> int:
+        meta = pod.get("metadata") or {}
+        entries: list[dict[str, Any]] = []
+        for n in names:
+            sha = hashlib.sha256()
+            with archives[n].open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    sha.update(block)
+            entries.append({"name": n, "size": archives[n].stat().st_size,
+                            "sha256": sha.hexdigest()})
+        manifest = {
+            "format": IMAGE_FORMAT, "namespace": meta.get("namespace"),
+            "name": meta.get("name"), "uid": meta.get("uid"), "source_node": self.node,
+            "architecture": self.architecture, "containers": entries,
+            "pod": {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels",
+                                                      "annotations", "ownerReferences")
+                                 if k in meta},
+                    "spec": pod.get("spec") or {}},
+        }
+        data = json.dumps(manifest, sort_keys=True).encode()
+        with tarfile.open(fileobj=_SinkFile(sink), mode="w|",
+                          format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            for entry in entries:
+                info = tarfile.TarInfo(f"containers/{entry['name']}.tar")
+                info.size = int(entry["size"])
+                with archives[str(entry["name"])].open("rb") as fh:
+                    tar.addfile(info, fh)
+        return sum(int(e["size"]) for e in entries)
+
+    def link_delay(self, nbytes: int, slowdown: float) -> float:
+        return 0.0
+
+    # -- Runtime: destination ----------------------------------------------------------------
+    def restore(self, ref: PodRef, uid: str, mid: str, image: Iterable[bytes],
+                slowdown: float) -> tuple[PodInfo, str]:
+        with self._pod_lock(ref):
+            rec = self._rec(ref)
+            if rec is not None and rec["kind"] == "restored":
+                if rec["mid"] != mid:
+                    raise conflict("pod_exists", f"pod {ref.key} was restored here by "
+                                   f"migration {rec['mid']}")
+                if rec.get("state") == "running":
+                    pod = self._wait_running(ref, rec)
+                    return self._info(pod, "running", ref=ref, uid=uid,
+                                      restored_by=mid), str(rec["sha256"])
+                self._undo_restore(ref, rec)  # half done before a crash: start again
+            elif self._here(ref) is not None:
+                raise conflict("pod_exists", f"pod {ref.key} already exists on this node")
+            if not self.info.restore:
+                raise ApiError(409, "restore_unavailable",
+                               f"{self.node} cannot restore pods: {self.info.reason}")
+            stream = _StreamFile(image)
+            rec = {"kind": "restored", "mid": mid, "uid": uid, "state": "restoring",
+                   "pod": kp.restored_name(ref.name, mid), "images": [], "sha256": ""}
+            try:
+                manifest = self._import(stream, ref, uid, mid, rec)
+                stream.drain()  # the last chunk is authenticated only at the very end
+                rec["sha256"] = sha = stream.sha.hexdigest()
+                source = manifest["pod"]
+                images = {n: image_ref(ref.namespace, ref.name, n, mid)
+                          for n in kp.container_names(source)}
+                body = kp.restored_pod(source, name=rec["pod"], node=self.node,
+                                       images=images, mid=mid, state_sha256=sha)
+                self._save(ref.key, rec)
+                created = self._call(f"creating pod {ref.namespace}/{rec['pod']}",
+                                     self.api.create, ref.namespace, body)
+                rec["api_uid"] = str((created.get("metadata") or {}).get("uid", ""))
+                self._save(ref.key, rec)
+                pod = self._wait_running(ref, rec)
+            except BaseException:
+                self._undo_restore(ref, rec)
+                raise
+            rec["state"] = "running"
+            self._save(ref.key, rec)
+            return self._info(pod, "running", ref=ref, uid=uid, restored_by=mid), sha
+
+    def _import(self, stream: _StreamFile, ref: PodRef, uid: str, mid: str,
+                rec: dict[str, Any]) -> dict[str, Any]:
+        """Read the manifest, then import each container's archive as a checkpoint image."""
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                return self._import_members(tar, ref, uid, mid, rec)
+        except (tarfile.TarError, ValueError, KeyError, TypeError) as exc:
+            raise ApiError(422, "image_invalid", f"bad kubelet runtime image: {exc}") from None
+
+    def _import_members(self, tar: tarfile.TarFile, ref: PodRef, uid: str, mid: str,
+                        rec: dict[str, Any]) -> dict[str, Any]:
+        first = tar.next()
+        if first is None or first.name != "manifest.json" or first.size > MAX_MANIFEST:
+            raise ApiError(422, "image_invalid", "not a kubelet runtime image")
+        raw = tar.extractfile(first)
+        manifest = json.loads(raw.read() if raw is not None else b"")
+        if not isinstance(manifest, dict) or manifest.get("format") != IMAGE_FORMAT:
+            raise ApiError(422, "image_invalid", "not a kubelet runtime image")
+        if (manifest.get("namespace"), manifest.get("name"), manifest.get("uid")) != (
+                ref.namespace, ref.name, uid):
+            raise ApiError(422, "image_invalid", "image belongs to another pod")
+        arch = str(manifest.get("architecture") or "")
+        if arch and self.architecture and arch != self.architecture:
+            raise conflict("architecture_mismatch", f"pod {ref.key} was checkpointed on "
+                           f"{arch}; this node is {self.architecture}")
+        entries = {str(e["name"]): e for e in manifest.get("containers") or []}
+        for member in tar:
+            name = member.name.removeprefix("containers/").removesuffix(".tar")
+            entry = entries.get(name)
+            src = tar.extractfile(member)
+            if entry is None or src is None or int(entry["size"]) != member.size:
+                raise ApiError(422, "image_invalid", f"unexpected member {member.name}")
+            self._import_one(ref, name, mid, arch, src, entry, rec)
+        missing = set(entries) - {str(i["container"]) for i in rec["images"]}
+        if missing:
+            raise ApiError(422, "image_invalid", f"image lacks containers {sorted(missing)}")
+        return manifest
+
+    def _import_one(self, ref: PodRef, container: str, mid: str, arch: str, src: IO[bytes],
+                    entry: dict[str, Any], rec: dict[str, Any]) -> None:
+        target = image_ref(ref.namespace, ref.name, container, mid)
+        rec["images"].append({"container": container, "ref": target})
+        self._save(ref.key, rec)  # recorded first: a crash still knows what to remove
+        self.ctr.import_image(lambda out: write_oci_layout(
+            out, container=container, image_ref=target, architecture=arch or
+            self.architecture, layer=src, layer_size=int(entry["size"]),
+            layer_sha256=str(entry["sha256"])))
+
+    def _wait_running(self, ref: PodRef, rec: dict[str, Any]) -> kp.Pod:
+        deadline = time.monotonic() + self.restore_timeout_s
+        why = "not created"
+        while True:
+            pod = self._call(f"reading pod {rec['pod']}", self.api.get, ref.namespace,
+                             rec["pod"])
+            if pod is not None:
+                ok, why = kp.is_running(pod)
+                if ok:
+                    return dict(pod)
+            if time.monotonic() > deadline or self._stop.wait(0.2):
+                raise ApiError(500, "restore_failed", f"restored pod {ref.namespace}/"
+                               f"{rec['pod']} is not running after {self.restore_timeout_s:.0f}"
+                               f"s: {why}")
+
+    def _undo_restore(self, ref: PodRef, rec: dict[str, Any]) -> None:
+        with contextlib.suppress(ApiError, KubeError):
+            pod = self.api.get(ref.namespace, rec["pod"])
+            if pod is not None:
+                self.api.delete(ref.namespace, rec["pod"], str(pod["metadata"]["uid"]))
+        for img in rec.get("images") or []:
+            with contextlib.suppress(ApiError):
+                self.ctr.remove_image(str(img["ref"]))
+        self._save(ref.key, None)
+
+    def verify(self, ref: PodRef, mid: str, state_sha256: str) -> VerifyResult:
+        rec = self._rec(ref)
+        if rec is None or rec["kind"] != "restored":
+            return VerifyResult(False, 0, "pod was not restored on this node")
+        if rec["mid"] != mid:
+            return VerifyResult(False, 0, "pod was not restored by this migration")
+        pod = self._call(f"reading pod {rec['pod']}", self.api.get, ref.namespace, rec["pod"])
+        if pod is None:
+            return VerifyResult(False, 0, f"restored pod {rec['pod']} is gone")
+        ok, why = kp.is_running(pod)
+        if not ok:
+            return VerifyResult(False, 0, why)
+        ann = (pod.get("metadata") or {}).get("annotations") or {}
+        if rec["sha256"] != state_sha256 or ann.get(kp.A_STATE) != state_sha256:
+            return VerifyResult(False, 0, "pod state does not match the image")
+        # Restored: containerd no longer needs the checkpoint images (process memory).
+        for img in rec.get("images") or []:
+            self.ctr.remove_image(str(img["ref"]))
+        return VerifyResult(True, 0, "")
+
+    # -- Runtime: both ----------------------------------------------------------------------
+    def resume(self, ref: PodRef) -> PodInfo | None:
+        with self._pod_lock(ref):
+            rec = self._rec(ref)
+            if rec is not None and rec["kind"] == "source" and rec.get("state") == "frozen":
+                for cid in (rec.get("containers") or {}).values():
+                    self.ctr.resume(str(cid))
+                self._save(ref.key, None)
+            return self.get_pod(ref)
+
+    def remove(self, ref: PodRef, uid: str) -> bool:
+        with self._pod_lock(ref):
+            rec = self._rec(ref)
+            if rec is not None and rec["kind"] == "restored":
+                if rec["uid"] != uid:
+                    raise conflict("uid_mismatch", f"pod {ref.key} has another uid")
+                self._undo_restore(ref, rec)
+                return True
+            pod = self._here(ref)
+            if pod is not None and str(pod["metadata"]["uid"]) != uid:
+                raise conflict("uid_mismatch", f"pod {ref.key} has another uid; not removed")
+            removed = False
+            if pod is not None:
+                for cid in kp.container_ids(pod).values():
+                    self.ctr.kill(cid)  # no shutdown hooks: the pod lives on elsewhere
+                removed = self._call(f"deleting pod {ref.key}", self.api.delete,
+                                     ref.namespace, ref.name, uid)
+            for restored in self._call("finding the restored copy", self.api.restored_from,
+                                       ref.namespace, uid):
+                self._call("handing over labels and owners", self.api.patch, ref.namespace,
+                           restored["metadata"]["name"], kp.handover_patch(restored))
+            self._save(ref.key, None)
+            return removed or rec is not None
