@@ -432,7 +432,7 @@ class KubeletRuntime:
             raise conflict("architecture_mismatch", f"pod {ref.key} was checkpointed on "
                            f"{arch}; this node is {self.architecture}")
         entries = {str(e["name"]): e for e in manifest.get("containers") or []}
-        for member in tar:
+        while (member := tar.next()) is not None:
             name = member.name.removeprefix("containers/").removesuffix(".tar")
             entry = entries.get(name)
             src = tar.extractfile(member)
