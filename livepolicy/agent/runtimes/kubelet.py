@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
 import re
 import stat
-import tarfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -52,6 +50,7 @@ from livepolicy.agent.crypto import Sink
 from livepolicy.agent.errors import ApiError, conflict, not_found
 from livepolicy.agent.fsutil import atomic_write_bytes, ensure_private_dir
 from livepolicy.agent.runtimes import kubelet_pods as kp
+from livepolicy.agent.runtimes import kubelet_stream as ks
 from livepolicy.agent.runtimes.base import (
     Features,
     PodInfo,
@@ -70,51 +69,14 @@ from livepolicy.kube.errors import KubeError
 
 log = logging.getLogger("livepolicy.agent.kubelet")
 
-IMAGE_FORMAT = "livepolicy-kubelet/1"
 RECORDS_FILE = "records.json"
 CAPABILITIES_FILE = "runtime-capabilities.json"
-MAX_MANIFEST = 4 << 20
 _ARCHIVE = re.compile(r"checkpoint-[A-Za-z0-9._:+-]+\.tar")
 
 
 def image_ref(namespace: str, name: str, container: str, mid: str) -> str:
     tag = hashlib.sha256(mid.encode()).hexdigest()[:16]
     return f"localhost/livepolicy/checkpoint-{namespace}-{name}-{container}:{tag}"
-
-
-class _SinkFile(io.RawIOBase):
-    def __init__(self, sink: Sink) -> None:
-        self._sink = sink
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._sink.write(bytes(data))
-        return len(data)
-
-
-class _StreamFile(io.RawIOBase):
-    """A readable file over an iterator of authenticated chunks, hashing what it yields."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._it: Iterator[bytes] = iter(chunks)
-        self._buf = b""
-        self.sha = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        while (n < 0 or len(self._buf) < n) and (chunk := next(self._it, None)) is not None:
-            self.sha.update(chunk)
-            self._buf += chunk
-        out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
-        return out
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
 
 
 class KubeletRuntime:
@@ -302,7 +264,8 @@ class KubeletRuntime:
                                      "containers": ids})
                 self._freeze(ref, names, ids)
                 frozen_for = time.monotonic()
-                nbytes = self._write_stream(sink, pod, names, archives)
+                nbytes = ks.write_pod_stream(sink, pod, names, archives, node=self.node,
+                                             architecture=self.architecture)
                 log.info("checkpoint %s: %d containers, %d bytes, %.3fs (%.3fs frozen)",
                          ref.key, len(names), nbytes, time.monotonic() - started,
                          time.monotonic() - frozen_for)
@@ -326,39 +289,6 @@ class KubeletRuntime:
             self._save(ref.key, None)
             raise
 
-    def _write_stream(self, sink: Sink, pod: kp.Pod, names: list[str],
-                      archives: dict[str, Path]) -> int:
-        meta = pod.get("metadata") or {}
-        entries: list[dict[str, Any]] = []
-        for n in names:
-            sha = hashlib.sha256()
-            with archives[n].open("rb") as fh:
-                while block := fh.read(1 << 20):
-                    sha.update(block)
-            entries.append({"name": n, "size": archives[n].stat().st_size,
-                            "sha256": sha.hexdigest()})
-        manifest = {
-            "format": IMAGE_FORMAT, "namespace": meta.get("namespace"),
-            "name": meta.get("name"), "uid": meta.get("uid"), "source_node": self.node,
-            "architecture": self.architecture, "containers": entries,
-            "pod": {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels",
-                                                      "annotations", "ownerReferences")
-                                 if k in meta},
-                    "spec": pod.get("spec") or {}},
-        }
-        data = json.dumps(manifest, sort_keys=True).encode()
-        with tarfile.open(fileobj=_SinkFile(sink), mode="w|",
-                          format=tarfile.PAX_FORMAT) as tar:
-            info = tarfile.TarInfo("manifest.json")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-            for entry in entries:
-                info = tarfile.TarInfo(f"containers/{entry['name']}.tar")
-                info.size = int(entry["size"])
-                with archives[str(entry["name"])].open("rb") as fh:
-                    tar.addfile(info, fh)
-        return sum(int(e["size"]) for e in entries)
-
     def link_delay(self, nbytes: int, slowdown: float) -> float:
         return 0.0
 
@@ -381,11 +311,13 @@ class KubeletRuntime:
             if not self.info.restore:
                 raise ApiError(409, "restore_unavailable",
                                f"{self.node} cannot restore pods: {self.info.reason}")
-            stream = _StreamFile(image)
+            stream = ks.StreamFile(image)
             rec = {"kind": "restored", "mid": mid, "uid": uid, "state": "restoring",
                    "pod": kp.restored_name(ref.name, mid), "images": [], "sha256": ""}
             try:
-                manifest = self._import(stream, ref, uid, mid, rec)
+                manifest = ks.read_pod_stream(
+                    stream, ref, uid, self.architecture,
+                    lambda name, src, entry: self._import_one(ref, name, mid, src, entry, rec))
                 stream.drain()  # the last chunk is authenticated only at the very end
                 rec["sha256"] = sha = stream.sha.hexdigest()
                 source = manifest["pod"]
@@ -406,52 +338,14 @@ class KubeletRuntime:
             self._save(ref.key, rec)
             return self._info(pod, "running", ref=ref, uid=uid, restored_by=mid), sha
 
-    def _import(self, stream: _StreamFile, ref: PodRef, uid: str, mid: str,
-                rec: dict[str, Any]) -> dict[str, Any]:
-        """Read the manifest, then import each container's archive as a checkpoint image."""
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                return self._import_members(tar, ref, uid, mid, rec)
-        except (tarfile.TarError, ValueError, KeyError, TypeError) as exc:
-            raise ApiError(422, "image_invalid", f"bad kubelet runtime image: {exc}") from None
-
-    def _import_members(self, tar: tarfile.TarFile, ref: PodRef, uid: str, mid: str,
-                        rec: dict[str, Any]) -> dict[str, Any]:
-        first = tar.next()
-        if first is None or first.name != "manifest.json" or first.size > MAX_MANIFEST:
-            raise ApiError(422, "image_invalid", "not a kubelet runtime image")
-        raw = tar.extractfile(first)
-        manifest = json.loads(raw.read() if raw is not None else b"")
-        if not isinstance(manifest, dict) or manifest.get("format") != IMAGE_FORMAT:
-            raise ApiError(422, "image_invalid", "not a kubelet runtime image")
-        if (manifest.get("namespace"), manifest.get("name"), manifest.get("uid")) != (
-                ref.namespace, ref.name, uid):
-            raise ApiError(422, "image_invalid", "image belongs to another pod")
-        arch = str(manifest.get("architecture") or "")
-        if arch and self.architecture and arch != self.architecture:
-            raise conflict("architecture_mismatch", f"pod {ref.key} was checkpointed on "
-                           f"{arch}; this node is {self.architecture}")
-        entries = {str(e["name"]): e for e in manifest.get("containers") or []}
-        while (member := tar.next()) is not None:
-            name = member.name.removeprefix("containers/").removesuffix(".tar")
-            entry = entries.get(name)
-            src = tar.extractfile(member)
-            if entry is None or src is None or int(entry["size"]) != member.size:
-                raise ApiError(422, "image_invalid", f"unexpected member {member.name}")
-            self._import_one(ref, name, mid, arch, src, entry, rec)
-        missing = set(entries) - {str(i["container"]) for i in rec["images"]}
-        if missing:
-            raise ApiError(422, "image_invalid", f"image lacks containers {sorted(missing)}")
-        return manifest
-
-    def _import_one(self, ref: PodRef, container: str, mid: str, arch: str, src: IO[bytes],
+    def _import_one(self, ref: PodRef, container: str, mid: str, src: IO[bytes],
                     entry: dict[str, Any], rec: dict[str, Any]) -> None:
         target = image_ref(ref.namespace, ref.name, container, mid)
         rec["images"].append({"container": container, "ref": target})
         self._save(ref.key, rec)  # recorded first: a crash still knows what to remove
         self.ctr.import_image(lambda out: write_oci_layout(
-            out, container=container, image_ref=target, architecture=arch or
-            self.architecture, layer=src, layer_size=int(entry["size"]),
+            out, container=container, image_ref=target, architecture=self.architecture,
+            layer=src, layer_size=int(entry["size"]),
             layer_sha256=str(entry["sha256"])))
 
     def _wait_running(self, ref: PodRef, rec: dict[str, Any]) -> kp.Pod:
