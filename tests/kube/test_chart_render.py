@@ -283,6 +283,7 @@ def test_agent_has_what_criu_needs_and_no_more(tmp_path: Path) -> None:
     assert spec["securityContext"]["seccompProfile"] == {"type": "Unconfined"}
     (c,) = spec["containers"]
     assert c["securityContext"] == {"readOnlyRootFilesystem": True, "privileged": False,
+                                    "allowPrivilegeEscalation": True,
                                     "capabilities": {"drop": ["ALL"],
                                                      "add": CRIU_CAPABILITIES}}
     host = {v["name"]: v["hostPath"] for v in spec["volumes"] if "hostPath" in v}
