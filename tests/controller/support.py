@@ -6,6 +6,7 @@ sleeps and then asserts.
 
 from __future__ import annotations
 
+import copy
 import io
 import threading
 import time
@@ -146,3 +147,46 @@ def metric(text: str, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
+
+
+def seed_synth(client: KubeClient) -> None:
+    """The 12-node synthetic cluster `livepolicy label` is tested on, with its info."""
+    from bench.synth import generate
+    from tests.kube.seed import put_cluster_info, seed
+
+    snap = generate(12, 6, seed=5)
+    seed(client, snap["items"])
+    info = next(o for o in snap["items"] if o["kind"] == "ClusterInfo")
+    put_cluster_info(client, info, name=info["metadata"]["name"])
+
+
+def fresh_pod(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy of a live pod that the API server will accept as a new object."""
+    new = copy.deepcopy(pod)
+    meta = new["metadata"]
+    for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields",
+              "ownerReferences", "generateName"):
+        meta.pop(k, None)
+    meta["name"] = name
+    new.pop("status", None)
+    return new
+
+
+def create_running(client: KubeClient, pod: dict[str, Any], status: dict[str, Any]) -> str:
+    """Create a pod and give it a status (there is no kubelet); its `ns/name`."""
+    from tests.kube.seed import SEED_MANAGER
+
+    ns = pod["metadata"]["namespace"]
+    client.create(PODS, pod, ns, field_manager=SEED_MANAGER)
+    client.patch(PODS, pod["metadata"]["name"], {"status": status}, ns, subresource="status",
+                 field_manager=SEED_MANAGER)
+    return f"{ns}/{pod['metadata']['name']}"
+
+
+def new_eligible_pod(client: KubeClient, name: str) -> str:
+    """A new unlabelled pod shaped like an already labelled one (so eligible too)."""
+    ns, src = sorted(labelled(client))[0].split("/")
+    template = client.get(PODS, src, ns)
+    new = fresh_pod(template, name)
+    new["metadata"]["labels"].pop(KEY, None)
+    return create_running(client, new, template["status"])

@@ -7,27 +7,27 @@ that loses its managed label, and pods whose policy stops covering them lose it.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from bench.synth import generate
 from livepolicy.kube.client import KubeClient
 from livepolicy.kube.resources import NODES, PODS
 from tests.controller.support import (
     KEY,
     converged,
+    create_running,
+    fresh_pod,
     labelled,
     metric,
     options,
     pending_changes,
     running,
     scrape,
+    seed_synth,
     wait_for,
 )
-from tests.kube.seed import SEED_MANAGER, put_cluster_info, seed
+from tests.kube.seed import SEED_MANAGER
 from tests.support.envtest import KubeTestEnv
 
 pytestmark = pytest.mark.kube
@@ -36,31 +36,9 @@ MANAGED = "provisioner.cast.ai/managed-by"
 
 @pytest.fixture()
 def cluster(empty_cluster: KubeClient) -> Iterator[KubeClient]:
-    snap = generate(12, 6, seed=5)
-    seed(empty_cluster, snap["items"])
-    info = next(o for o in snap["items"] if o["kind"] == "ClusterInfo")
-    put_cluster_info(empty_cluster, info, name=info["metadata"]["name"])
+    seed_synth(empty_cluster)
     yield empty_cluster
     empty_cluster.hooks.clear()
-
-
-def _fresh_pod(pod: dict[str, Any], name: str) -> dict[str, Any]:
-    """A copy of a live pod that the API server will accept as a new object."""
-    new = copy.deepcopy(pod)
-    meta = new["metadata"]
-    for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "ownerReferences",
-              "generateName"):
-        meta.pop(k, None)
-    meta["name"] = name
-    new.pop("status", None)
-    return new
-
-
-def _create_running(client: KubeClient, pod: dict[str, Any], status: dict[str, Any]) -> None:
-    ns = pod["metadata"]["namespace"]
-    client.create(PODS, pod, ns, field_manager=SEED_MANAGER)
-    client.patch(PODS, pod["metadata"]["name"], {"status": status}, ns, subresource="status",
-                 field_manager=SEED_MANAGER)
 
 
 def test_controller_keeps_labels_true(cluster: KubeClient, kube_env: KubeTestEnv) -> None:
@@ -76,22 +54,22 @@ def test_controller_keeps_labels_true(cluster: KubeClient, kube_env: KubeTestEnv
         template = cluster.get(PODS, name, ns)
 
         # A new eligible pod (same shape, same node) gets the label.
-        new = _fresh_pod(template, "controller-new-1")
+        new = fresh_pod(template, "controller-new-1")
         new["metadata"]["labels"].pop(KEY, None)
-        _create_running(cluster, new, template["status"])
+        create_running(cluster, new, template["status"])
         wait_for("the new pod's label", lambda: f"{ns}/controller-new-1" in labelled(cluster))
 
         # Recreated with a hostPath volume (and the stale label): it loses it.
         cluster.delete(PODS, "controller-new-1", ns, grace_period=0)
         wait_for("the deletion", lambda: cluster.get_optional(PODS, "controller-new-1", ns)
                  is None)
-        bad = _fresh_pod(template, "controller-new-1")
+        bad = fresh_pod(template, "controller-new-1")
         bad["metadata"]["labels"][KEY] = "true"
         bad["spec"].setdefault("volumes", []).append(
             {"name": "host", "hostPath": {"path": "/var/lib/x"}})
         bad["spec"]["containers"][0].setdefault("volumeMounts", []).append(
             {"name": "host", "mountPath": "/x"})
-        _create_running(cluster, bad, template["status"])
+        create_running(cluster, bad, template["status"])
         wait_for("the hostPath pod to lose the label",
                  lambda: f"{ns}/controller-new-1" not in labelled(cluster)
                  and converged(cluster))
