@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_watch_resumes_after_410(uncached_env: KubeTestEnv) -> None:
     admin = KubeClient.from_config(str(uncached_env.kubeconfig_path))
     client = KubeClient.from_config(str(uncached_env.kubeconfig_path))
     seed_synth(admin)
-    state = {"armed": False, "fired": 0, "pod": ""}
+    state: dict[str, Any] = {"armed": False, "fired": 0, "pod": ""}
 
     def expire_next_pod_watch(call: Call) -> None:
         if not state["armed"] or call.path != PODS.path() or \
