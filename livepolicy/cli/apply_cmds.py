@@ -84,8 +84,10 @@ def _confirm(doc: dict[str, Any]) -> bool:
 @click.option("--lock-backend", type=click.Choice(["local", "kube"]), default="local",
               show_default=True, help="Where the apply lock lives: the state directory, or "
               "a Kubernetes Lease (kube-system/livepolicy-apply).")
-@click.option("--kubeconfig", metavar="FILE", help="With --lock-backend kube.")
-@click.option("--context", metavar="NAME", help="With --lock-backend kube.")
+@click.option("--kube-events", is_flag=True, help="Post Kubernetes Events on the pods for "
+              "each migration phase (best-effort: never slows or fails the apply).")
+@click.option("--kubeconfig", metavar="FILE", help="With --lock-backend kube or --kube-events.")
+@click.option("--context", metavar="NAME", help="With --lock-backend kube or --kube-events.")
 @click.option("--call-timeout", type=float, help="Seconds before an agent call counts as "
               "hung (default: the policy's progressTimeout).")
 @click.option("--sim-faults", type=click.Path(dir_okay=False, exists=True), hidden=True,
@@ -94,8 +96,9 @@ def _confirm(doc: dict[str, Any]) -> bool:
                    "(tests and demos).")
 def apply(planfile: str | None, cluster: str | None, policies: str | None, agents: str,
           yes: bool, as_json: bool, report: str | None, state_dir: str, parallelism: int,
-          sim_time_scale: float, lock_backend: str, kubeconfig: str | None,
-          context: str | None, call_timeout: float | None, sim_faults: str | None) -> None:
+          sim_time_scale: float, lock_backend: str, kube_events: bool,
+          kubeconfig: str | None, context: str | None, call_timeout: float | None,
+          sim_faults: str | None) -> None:
     """Carry out a saved plan (or plan, confirm and apply) through the node agents."""
     state = Path(state_dir)
     with _apply_errors(as_json):
@@ -167,6 +170,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
             progress = RichProgressSink(len(doc["migrations"]))
             stack.enter_context(progress)
             sink = TeeSink(progress, collected)
+        if kube_events:
+            sink = TeeSink(sink, _kube_event_sink(stack, doc, kubeconfig, context))
         if cluster == "lab":
             from livepolicy.lab.source import LabWriter
 
@@ -227,6 +232,23 @@ def arm_faults(pool: LocalSimAgents, engine: Engine, path: Path) -> None:
                 mid=engine.agent_mid(str(migration)) if migration else None)
         except AgentClientError as exc:
             raise DiagnosticError([Diagnostic(str(path), f"fault {f}: {exc}", None)]) from exc
+
+
+def _kube_event_sink(stack: ExitStack, doc: dict[str, Any], kubeconfig: str | None,
+                     context: str | None) -> Any:
+    from livepolicy.apply.kube_events import sink_for_plan
+    from livepolicy.kube.client import KubeClient
+    from livepolicy.kube.errors import KubeError
+    from livepolicy.kube.events import EventRecorder
+
+    try:
+        client = KubeClient.from_config(kubeconfig, context)
+    except KubeError as exc:
+        raise DiagnosticError([Diagnostic("--kube-events", str(exc), None)]) from None
+    stack.callback(client.close)
+    sink = sink_for_plan(EventRecorder(client), doc)
+    stack.callback(sink.close)
+    return sink
 
 
 def _lock(backend: str, state: Path, kubeconfig: str | None,
