@@ -118,5 +118,5 @@ build kube-apiserver "$mod_apiserver" k8s.io/kubernetes/cmd/kube-apiserver "$wan
   "${k8s_buildflags[@]}"
 
 "$bin/kube-apiserver" --version
-"$bin/etcd" --version | head -n1
+"$bin/etcd" --version | sed -n 1p   # sed reads it all: head would SIGPIPE etcd under pipefail
 print_paths
