@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -44,6 +44,18 @@ KNOWN_KINDS = frozenset({
 })
 
 Report = Callable[[str, str], None]  # (pointer, message)
+
+_OWNER_KINDS = {"Deployment": OwnerKind.DEPLOYMENT, "ReplicaSet": OwnerKind.REPLICASET,
+                "StatefulSet": OwnerKind.STATEFULSET, "DaemonSet": OwnerKind.DAEMONSET,
+                "Job": OwnerKind.JOB, "CronJob": OwnerKind.CRONJOB, "Node": OwnerKind.NODE}
+_BUILTIN_APIS = frozenset({"apps/v1", "batch/v1", "v1", "extensions/v1beta1", "batch/v1beta1"})
+_BARE_OWNER = (OwnerKind.BARE, "", "")
+# Volume sources that need no lookup, in the order they are recognised.
+_SIMPLE_VOLUMES = {"awsElasticBlockStore": VolumeKind.EBS, "nfs": VolumeKind.NFS,
+                   "hostPath": VolumeKind.HOSTPATH, "emptyDir": VolumeKind.EMPTYDIR,
+                   "configMap": VolumeKind.CONFIGMAP, "secret": VolumeKind.SECRET,
+                   "projected": VolumeKind.PROJECTED, "downwardAPI": VolumeKind.DOWNWARD_API,
+                   "ephemeral": VolumeKind.EPHEMERAL}
 
 
 _EMPTY: dict[str, Any] = {}  # shared, never mutated: saves an allocation per missing field
@@ -99,6 +111,18 @@ def image_family(os_image: str, labels: Mapping[str, str]) -> str:
     return "FAMILY_OTHER" if text else ""
 
 
+class _SpecShape(NamedTuple):
+    cpu: int
+    mem: int
+    limit: int
+    containers: tuple[ContainerFacts, ...]
+    node_selector: dict[str, str]
+    tolerations: tuple[Toleration, ...]
+    priority: int
+    priority_class: str
+    host_network: bool
+
+
 @dataclass
 class Converter:
     """Stateful conversion of one cluster's objects; `report` collects located problems."""
@@ -109,9 +133,12 @@ class Converter:
     _owners: dict[tuple[str, str, str], tuple[str, str, str]] = field(default_factory=dict)
     _pvc: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # -> (pv, phase)
     _pv: dict[str, tuple[VolumeKind, str, str]] = field(default_factory=dict)  # kind,zone,drv
-    _containers: dict[bytes, tuple[int, int, int, tuple[ContainerFacts, ...]]] = field(
-        default_factory=dict)
+    _shapes: dict[bytes, _SpecShape] = field(default_factory=dict)
+    _affinities: dict[bytes, NodeSelectorTerms] = field(default_factory=dict)
+    _cfacts: dict[bytes, tuple[ContainerFacts, ...]] = field(default_factory=dict)
     _tols: dict[bytes, tuple[Toleration, ...]] = field(default_factory=dict)
+    _owner_memo: dict[tuple[str, str, str, str], tuple[OwnerKind, str, str]] = field(
+        default_factory=dict)
     problems: int = 0
 
     def __post_init__(self) -> None:
@@ -129,6 +156,20 @@ class Converter:
         found = self._tols.get(key)
         if found is None:
             found = self._tols[key] = tuple(_toleration(_map(t)) for t in _list(raw))
+        return found
+
+    def _affinity(self, raw: Any) -> NodeSelectorTerms:
+        """Required node affinity, shared by the pods that spell it the same way (a
+        DaemonSet's pods pin one node each, so there are about as many as nodes)."""
+        if not isinstance(raw, dict) or "nodeAffinity" not in raw:
+            return _NO_AFFINITY
+        try:
+            key = orjson.dumps(raw["nodeAffinity"], option=orjson.OPT_SORT_KEYS)
+        except (TypeError, orjson.JSONEncodeError):
+            return _node_affinity(raw)
+        found = self._affinities.get(key)
+        if found is None:
+            found = self._affinities[key] = _node_affinity(raw)
         return found
 
     # -- quantities -----------------------------------------------------------------------
@@ -285,24 +326,35 @@ class Converter:
         ref = next((r for r in _list(meta.get("ownerReferences"))
                     if isinstance(r, dict) and r.get("controller")), None)
         if ref is None:
-            return OwnerKind.BARE, "", ""
-        kind, name, api = str(ref.get("kind", "")), str(ref.get("name", "")), \
-            str(ref.get("apiVersion", ""))
+            return _BARE_OWNER
+        key = (ns, str(ref.get("kind", "")), str(ref.get("name", "")),
+               str(ref.get("apiVersion", "")))
+        found = self._owner_memo.get(key)  # replicas share their controller
+        if found is None:
+            found = self._owner_memo[key] = self._owner_chain(*key)
+        return found
+
+    def _owner_chain(self, ns: str, kind: str, name: str, api: str
+                     ) -> tuple[OwnerKind, str, str]:
         for _ in range(4):  # ReplicaSet -> Deployment, Job -> CronJob; bounded, cycle-safe
             parent = self._owners.get((kind, ns, name))
             if not parent or not parent[0]:
                 break
             kind, name, api = parent
-        simple = {"Deployment": OwnerKind.DEPLOYMENT, "ReplicaSet": OwnerKind.REPLICASET,
-                  "StatefulSet": OwnerKind.STATEFULSET, "DaemonSet": OwnerKind.DAEMONSET,
-                  "Job": OwnerKind.JOB, "CronJob": OwnerKind.CRONJOB, "Node": OwnerKind.NODE}
-        builtin = api in ("apps/v1", "batch/v1", "v1", "extensions/v1beta1", "batch/v1beta1")
-        if kind in simple and builtin:
-            return simple[kind], name, ""
+        if kind in _OWNER_KINDS and api in _BUILTIN_APIS:
+            return _OWNER_KINDS[kind], name, ""
         return OwnerKind.CUSTOM, name, f"{api}/{kind}" if api else kind
 
     def _volume(self, ns: str, v: Mapping[str, Any]) -> VolumeFacts:
-        name = str(v.get("name", ""))
+        if len(v) == 2 and "name" in v:  # the usual shape: a name and one source
+            name = v["name"]
+            name = name if type(name) is str else str(name)
+            src = next(k for k in v if k != "name")
+            kind = _SIMPLE_VOLUMES.get(src)
+            if kind is not None and kind is not VolumeKind.EBS:
+                return _simple_volume(name, kind)
+        else:
+            name = str(v.get("name", ""))
         if "persistentVolumeClaim" in v:
             claim = str(_map(v["persistentVolumeClaim"]).get("claimName", ""))
             pv, phase = self._pvc.get((ns, claim), ("", ""))
@@ -311,12 +363,7 @@ class Converter:
             kind, zone, driver = self._pv[pv]
             return VolumeFacts(name, VolumeKind.PVC, claim=claim, volume=pv, zone=zone,
                                bound=phase in ("Bound", ""), driver=driver, backend=kind)
-        simple = (("awsElasticBlockStore", VolumeKind.EBS), ("nfs", VolumeKind.NFS),
-                  ("hostPath", VolumeKind.HOSTPATH), ("emptyDir", VolumeKind.EMPTYDIR),
-                  ("configMap", VolumeKind.CONFIGMAP), ("secret", VolumeKind.SECRET),
-                  ("projected", VolumeKind.PROJECTED), ("downwardAPI", VolumeKind.DOWNWARD_API),
-                  ("ephemeral", VolumeKind.EPHEMERAL))
-        for key, kind in simple:
+        for key, kind in _SIMPLE_VOLUMES.items():  # the first source in this order wins
             if key in v:
                 if kind is VolumeKind.EBS:
                     return VolumeFacts(name, kind, volume=str(_map(v[key]).get("volumeID", "")))
@@ -355,33 +402,30 @@ class Converter:
             extended.append(ext)
         return cpu, mem, limit, extended
 
-    def pod(self, obj: Mapping[str, Any], ptr: str) -> PodFacts | None:
-        meta = _map(obj.get("metadata"))
-        name, ns = meta.get("name"), meta.get("namespace", "default")
-        if not isinstance(name, str) or not name:
-            self.report(f"{ptr}/metadata/name", "pod has no name")
-            return None
-        spec = _map(obj.get("spec"))
-        status = _map(obj.get("status"))
-        containers = _list(spec.get("containers"))
-        if not containers:
-            self.report(f"{ptr}/spec/containers", "pod has no containers")
-        inits = _list(spec.get("initContainers"))
-        # Replicas share their containers: derive requests and container facts once per
-        # distinct container list (keyed by its canonical bytes; errors are never cached).
-        ckey = orjson.dumps([containers, inits], option=orjson.OPT_SORT_KEYS)
-        cached = self._containers.get(ckey)
-        if cached is None:
-            before = self.problems
-            cpu, mem, limit, ext = self._requests(containers, f"{ptr}/spec/containers")
-            for i, ic in enumerate(inits):  # each init container runs alone: take the max
-                one_cpu, one_mem, _, _ = self._requests([ic], f"{ptr}/spec/initContainers/{i}")
-                cpu, mem = max(cpu, one_cpu), max(mem, one_mem)
-            cfacts = tuple(_container(_map(c), e) for c, e in zip(containers, ext, strict=True))
-            cached = (cpu, mem, limit, cfacts)
-            if self.problems == before:
-                self._containers[ckey] = cached
-        cpu, mem, limit, cfacts = cached
+    def _spec_shape(self, spec: Mapping[str, Any], containers: list[Any], inits: list[Any],
+                    ptr: str) -> _SpecShape:
+        """What replicas share (requests, containers, scheduling constraints), derived once
+        per distinct spec: keyed by the canonical bytes of the fields it reads; results
+        with problems are never cached, so every faulty pod is reported."""
+        try:
+            key: bytes | None = orjson.dumps(
+                [containers, inits, spec.get("overhead"), spec.get("tolerations"),
+                 spec.get("nodeSelector"), spec.get("priority", 0),
+                 spec.get("priorityClassName", ""), spec.get("hostNetwork", False)],
+                option=orjson.OPT_SORT_KEYS)
+        except (TypeError, orjson.JSONEncodeError):  # e.g. YAML sets or non-string keys
+            key = None
+        found = self._shapes.get(key) if key is not None else None
+        if found is not None:
+            return found
+        before = self.problems
+        cpu, mem, limit, ext = self._requests(containers, f"{ptr}/spec/containers")
+        for i, ic in enumerate(inits):  # each init container runs alone: take the max
+            one_cpu, one_mem, _, _ = self._requests([ic], f"{ptr}/spec/initContainers/{i}")
+            cpu, mem = max(cpu, one_cpu), max(mem, one_mem)
+        cfacts = tuple(_container(_map(c), e) for c, e in zip(containers, ext, strict=True))
+        # Shapes that differ elsewhere share equal containers (rules memoise on them).
+        cfacts = self._cfacts.setdefault(orjson.dumps(cfacts), cfacts)
         overhead = spec.get("overhead")
         if overhead:
             overhead = _map(overhead)
@@ -389,7 +433,31 @@ class Converter:
                 cpu += self._cpu(overhead["cpu"], f"{ptr}/spec/overhead/cpu")
             if "memory" in overhead:
                 mem += self._mem(overhead["memory"], f"{ptr}/spec/overhead/memory")
-        owner_kind, owner_name, owner_api = self._resolve_owner(str(ns), meta)
+        priority = spec.get("priority", 0)
+        found = _SpecShape(
+            cpu, mem, limit, cfacts, _str_map(spec.get("nodeSelector")),
+            self._tolerations(spec.get("tolerations")),
+            priority if isinstance(priority, int) else 0, str(spec.get("priorityClassName", "")),
+            bool(spec.get("hostNetwork", False)))
+        if key is not None and self.problems == before:
+            self._shapes[key] = found
+        return found
+
+    def pod(self, obj: Mapping[str, Any], ptr: str) -> PodFacts | None:
+        meta = _map(obj.get("metadata"))
+        name, ns = meta.get("name"), meta.get("namespace", "default")
+        if not isinstance(name, str) or not name:
+            self.report(f"{ptr}/metadata/name", "pod has no name")
+            return None
+        ns = ns if type(ns) is str else str(ns)
+        spec = _map(obj.get("spec"))
+        status = _map(obj.get("status"))
+        containers = _list(spec.get("containers"))
+        if not containers:
+            self.report(f"{ptr}/spec/containers", "pod has no containers")
+        inits = _list(spec.get("initContainers"))
+        shape = self._spec_shape(spec, containers, inits, ptr)
+        owner_kind, owner_name, owner_api = self._resolve_owner(ns, meta)
         raw_ann = meta.get("annotations")
         # Only livepolicy's own annotations matter; keeping the rest costs memory at scale.
         annotations = {k: str(v) for k, v in raw_ann.items() if k.startswith("livepolicy.io/")} \
@@ -399,23 +467,19 @@ class Converter:
         if owner_kind is OwnerKind.STATEFULSET:
             suffix = name.rsplit("-", 1)[-1]
             ordinal = int(suffix) if suffix.isdigit() else -1
-        priority = spec.get("priority", 0)
+        raw_volumes = spec.get("volumes")
         return PodFacts(
-            namespace=str(ns), name=name, uid=str(meta.get("uid", "")),
-            node=str(spec.get("nodeName", "")), phase=str(status.get("phase", "Unknown")),
-            labels=_str_map(meta.get("labels")), annotations=annotations,
-            owner_kind=owner_kind, owner_name=owner_name, owner_api=owner_api,
-            containers=cfacts, init_containers=len(inits),
-            volumes=tuple(self._volume(str(ns), _map(v)) for v in _list(spec.get("volumes"))),
-            cpu_millis=cpu, memory_bytes=mem, memory_limit_bytes=limit,
-            memory_usage_bytes=self._mem(usage, f"{ptr}/metadata/annotations") if usage else 0,
-            node_selector=_str_map(spec.get("nodeSelector")),
-            affinity=_node_affinity(_map(spec.get("affinity"))),
-            tolerations=self._tolerations(spec.get("tolerations")),
-            priority=priority if isinstance(priority, int) else 0,
-            priority_class=str(spec.get("priorityClassName", "")),
-            host_network=bool(spec.get("hostNetwork", False)), ordinal=ordinal,
-            deleting=bool(meta.get("deletionTimestamp")))
+            ns, name, str(meta.get("uid", "")), str(spec.get("nodeName", "")),
+            str(status.get("phase", "Unknown")), _str_map(meta.get("labels")), annotations,
+            owner_kind, owner_name, owner_api, shape.containers, len(inits),
+            tuple([self._volume(ns, _map(v)) for v in raw_volumes])
+            if isinstance(raw_volumes, list) else (),
+            shape.cpu, shape.mem, shape.limit,
+            self._mem(usage, f"{ptr}/metadata/annotations") if usage else 0,
+            shape.node_selector, self._affinity(spec.get("affinity")), shape.tolerations,
+            shape.priority,
+            shape.priority_class, shape.host_network, ordinal,
+            bool(meta.get("deletionTimestamp")))
 
     def pdb(self, obj: Mapping[str, Any], ptr: str) -> PdbFacts | None:
         meta = _map(obj.get("metadata"))

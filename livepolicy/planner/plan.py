@@ -6,15 +6,12 @@ byte-identical plan.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from livepolicy.core.quantity import format_duration_ms, parse_duration_ms
-from livepolicy.facts.model import ClusterFacts, NodeFacts, PodFacts
+from livepolicy.facts.model import ClusterFacts, PodFacts
 from livepolicy.graph.compat import CompatibilityGraph, build_graph
 from livepolicy.planner.budgets import (
     pdb_allowance,
@@ -24,6 +21,7 @@ from livepolicy.planner.budgets import (
     schedule,
 )
 from livepolicy.planner.estimate import estimate, resolve_transfer
+from livepolicy.planner.hashes import PodHasher, canonical_hash, fact_hash
 from livepolicy.planner.labels import plan_labels
 from livepolicy.planner.model import Blocked, Migration, Plan, Reason
 from livepolicy.planner.place import Capacity, Placer
@@ -31,6 +29,8 @@ from livepolicy.planner.select import CompiledPolicy, compile_policies, select
 from livepolicy.policy.load import PolicySet
 from livepolicy.rules.base import Context, Severity, Verdict
 from livepolicy.rules.registry import pair_verdicts, pod_verdicts
+
+__all__ = ["canonical_hash", "fact_hash", "make_plan"]  # the hashes, for apply's stale check
 
 # Planner reasons (not rules: they depend on the whole cluster, not on one fact).
 NO_EDGE = "PL001"
@@ -40,25 +40,6 @@ PDB_ZERO = "PL003"
 
 def _reason(v: Verdict) -> Reason:
     return Reason(v.code, v.message, v.severity.value)
-
-
-def canonical_hash(obj: Any) -> str:
-    data = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=_default)
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, frozenset | set):
-        return sorted(o)
-    if isinstance(o, tuple):
-        return list(o)
-    return str(o)
-
-
-def fact_hash(obj: NodeFacts | PodFacts) -> str:
-    """Hash of a fact object; orjson serialises the dataclass directly (fast at 150k pods)."""
-    data = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=_default)
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 class _NoEdgeExplainer:
@@ -135,13 +116,14 @@ def make_plan(facts: ClusterFacts, ps: PolicySet, now: datetime) -> Plan:
     labels = plan_labels(facts, graph, ctx, policies, sel, {m.pod for m in migrations},
                          rule_blocked)
     dep_objects: dict[str, str] = {}
+    pod_hash = PodHasher()
     for m in migrations:
         pod = facts.pod_by_key[m.pod]
-        dep_objects[f"Pod/{m.pod}"] = fact_hash(pod)
+        dep_objects[f"Pod/{m.pod}"] = pod_hash(pod)
         for n in (m.source, m.destination):
             dep_objects[f"Node/{n}"] = fact_hash(facts.node_by_name[n])
     for lc in labels:
-        dep_objects[f"Pod/{lc.pod}"] = fact_hash(facts.pod_by_key[lc.pod])
+        dep_objects[f"Pod/{lc.pod}"] = pod_hash(facts.pod_by_key[lc.pod])
     dep_policies = {f"{kind}/{name}": canonical_hash(obj.model_dump(mode="json"))
                     for kind, objs in (("NodeTemplate", ps.templates),
                                        ("MigrationPolicy", ps.policies))
