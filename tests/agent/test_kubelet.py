@@ -11,10 +11,12 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
 from livepolicy.agent.errors import ApiError
+from livepolicy.agent.runtimes.base import PodRef
 from livepolicy.agent.runtimes.kubelet_api import KubeletAuth, KubeletClient
 from livepolicy.agent.runtimes.kubelet_image import (
     CHECKPOINT_ANNOTATION,
@@ -23,6 +25,7 @@ from livepolicy.agent.runtimes.kubelet_image import (
     restore_option,
     write_oci_layout,
 )
+from livepolicy.agent.runtimes.kubelet_stream import StreamFile, read_pod_stream, write_pod_stream
 from tests.agent.test_kubelet_fakes import RESPONSES, FakeCtr, FakeKubelet, fake_ctr, fake_kubelet
 
 __all__ = ["fake_ctr", "fake_kubelet"]
@@ -184,3 +187,41 @@ def test_recorded_responses_are_present() -> None:
     names = {p.name for p in RESPONSES.iterdir()}
     assert {"checkpoint_ok.json", "404_gate_off.txt", "404_pod.txt", "500_unimplemented.txt",
             "401.txt", "403.txt"} <= names
+
+
+def _pod_stream(tmp_path: Path, uid: str = "uid-1") -> bytes:
+    archive = tmp_path / "checkpoint-web_default-app-2026-12-01T21:30:05Z.tar"
+    archive.write_bytes(os.urandom(50_000))
+    out = io.BytesIO()
+    pod = {"metadata": {"name": "web", "namespace": "default", "uid": uid},
+           "spec": {"containers": [{"name": "app", "image": "x"}]}}
+    write_pod_stream(out, pod, ["app"], {"app": archive}, node="n1", architecture="amd64")
+    return out.getvalue()
+
+
+def test_pod_stream_round_trip_and_refusals(tmp_path: Path) -> None:
+    data = _pod_stream(tmp_path)
+    seen: list[tuple[str, int]] = []
+
+    def take(name: str, src: IO[bytes], entry: dict[str, Any]) -> None:
+        body = src.read()
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+        seen.append((name, len(body)))
+
+    chunks = [data[i:i + 7000] for i in range(0, len(data), 7000)]
+    stream = StreamFile(chunks)
+    manifest = read_pod_stream(stream, PodRef("default", "web"), "uid-1", "amd64", take)
+    stream.drain()
+    assert seen == [("app", 50_000)] and manifest["source_node"] == "n1"
+    assert stream.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    for ref, uid, arch, code in [(PodRef("default", "other"), "uid-1", "amd64", "image_invalid"),
+                                 (PodRef("default", "web"), "uid-2", "amd64", "image_invalid"),
+                                 (PodRef("default", "web"), "uid-1", "arm64",
+                                  "architecture_mismatch")]:
+        with pytest.raises(ApiError) as err:
+            read_pod_stream(StreamFile([data]), ref, uid, arch, take)
+        assert err.value.code == code
+    with pytest.raises(ApiError) as err:
+        read_pod_stream(StreamFile([b"not a tar at all" * 100]), PodRef("default", "web"),
+                        "uid-1", "amd64", take)
+    assert err.value.code == "image_invalid"
