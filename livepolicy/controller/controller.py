@@ -277,12 +277,10 @@ class Controller:
 
     def _cluster_info(self, nodes: list[dict[str, Any]]) -> dict[str, Any]:
         if self._info_parts is None:
-            try:
-                self._info_parts = (self.client.version(), self.client.get_optional(
-                    CONFIGMAPS, INFO_CONFIGMAP_NAME, INFO_CONFIGMAP_NAMESPACE))
-            except KubeError as exc:
-                self.log("cluster-info-error", "warning", message=exc.message)
-                self._info_parts = ({}, None)
+            # Failing here fails the assessment (retried): facts without the override
+            # ConfigMap (networking, subnets) could change verdicts, as a live read would.
+            self._info_parts = (self.client.version(), self.client.get_optional(
+                CONFIGMAPS, INFO_CONFIGMAP_NAME, INFO_CONFIGMAP_NAMESPACE))
         version, configmap = self._info_parts
         observed = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return cluster_info(version, nodes, configmap, self.client.target.cluster, observed)

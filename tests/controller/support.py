@@ -89,12 +89,13 @@ def options(**kw: Any) -> Options:
 
 
 @contextmanager
-def running(kubeconfig: str, opts: Options, client: KubeClient | None = None
-            ) -> Iterator[tuple[Controller, Lines]]:
-    """A started controller on a thread (its own client unless given); stopped after."""
+def running(kubeconfig: str, opts: Options, client: KubeClient | None = None, *,
+            admin: KubeClient | None = None) -> Iterator[tuple[Controller, Lines]]:
+    """A started controller on a thread (its own client unless given); stopped after.
+    The Lease's namespace is created first, by `admin` (default: the same client)."""
     own = client is None
     cl = client or KubeClient.from_config(kubeconfig)
-    ensure_namespace(cl, opts.namespace)
+    ensure_namespace(admin or cl, opts.namespace)
     lines = Lines()
     ctl = Controller(cl, opts, EventLog(lines))
     ctl.start()
