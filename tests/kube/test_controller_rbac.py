@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def test_documented_rbac_is_enough(empty_cluster: KubeClient, sa_client: KubeCli
 
     # And nothing more: no deletes, no node or ConfigMap writes, no Secrets.
     pod = empty_cluster.list(PODS).items[0]["metadata"]
-    denied = [
+    denied: list[Callable[[], object]] = [
         lambda: sa_client.delete(PODS, pod["name"], pod["namespace"]),
         lambda: sa_client.patch(NODES, empty_cluster.list(NODES).items[0]["metadata"]["name"],
                                 {"metadata": {"labels": {"x": "y"}}}),
