@@ -136,6 +136,7 @@ class AgentClient:
         memory_bytes: int,
         key: str,
         peer: str,
+        memory_transfer: str | None = None,
     ) -> Json:
         body = {
             "role": role,
@@ -145,6 +146,8 @@ class AgentClient:
             "key": key,
             "peer": peer,
         }
+        if memory_transfer is not None:
+            body["memory_transfer"] = memory_transfer
         return self.request("POST", self._mig(mid, "prepare"), body)
 
     def checkpoint(self, mid: str, *, round: int, final: bool) -> Json:

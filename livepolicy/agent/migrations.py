@@ -42,6 +42,10 @@ class MigrationRecord:
     image_sha256: str = ""
     state_sha256: str = ""
     transferred_to: str = ""
+    post_copy: bool = False  # prepared for a lazy-pages (post-copy) move
+    # post-copy's point of no return passed on this agent (the destination started its lazy
+    # restore, or it pulled the source's pages): rollback is refused from then on
+    lazy_started: bool = False
     history: list[tuple[str, float]] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)

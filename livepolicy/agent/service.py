@@ -3,7 +3,10 @@
 Safety rules enforced here, whatever the caller does:
 - one commit point per migration (Paguro): the source's `commit` removes the frozen pod;
   before it every failure is undone by `rollback` (resume the source, drop the
-  destination's copy), after it `rollback` is refused on both sides;
+  destination's copy), after it `rollback` is refused on both sides. A post-copy
+  migration (`memory_transfer: post-copy` at prepare) passes it earlier: when the
+  destination starts its lazy restore, and on the source when that destination starts
+  pulling pages (`lazy_started`);
 - every step is idempotent, so the engine may retry after a timeout or a crash and ask
   `status` what happened;
 - a pod takes part in at most one unfinished migration on a node (`pod_busy`);
@@ -28,7 +31,7 @@ from urllib.parse import urlsplit
 
 from livepolicy import __version__
 from livepolicy.agent.config import AgentConfig
-from livepolicy.agent.crypto import ImageCorrupt, decode_key, image_context, key_id
+from livepolicy.agent.crypto import ImageCorrupt, Sink, decode_key, image_context, key_id
 from livepolicy.agent.errors import ApiError, bad_request, conflict, not_found
 from livepolicy.agent.faults import FaultTable, parse_fault
 from livepolicy.agent.fsutil import ensure_private_dir
@@ -43,7 +46,13 @@ from livepolicy.agent.ids import (
 from livepolicy.agent.images import COPY_CHUNK, ImageStore, Readable
 from livepolicy.agent.migrations import MigrationRecord, MigrationStore
 from livepolicy.agent.runtimes import make_runtime
-from livepolicy.agent.runtimes.base import PodRef, RoundResult, Runtime
+from livepolicy.agent.runtimes.base import (
+    LazyCheckpoint,
+    PodInfo,
+    PodRef,
+    RoundResult,
+    Runtime,
+)
 
 log = logging.getLogger("livepolicy.agent")
 
@@ -52,6 +61,8 @@ CRASH_EXIT_CODE = 3
 MAX_BYTES = 2**50  # 1 PiB: larger sizes are typos
 MAX_ROUND = 10_000
 MAX_TOKEN = 4096
+PULL_LOCK_TIMEOUT_S = 10.0
+TRANSFERS = ("stop-and-copy", "iterative", "post-copy")
 
 Json = dict[str, Any]
 
@@ -211,6 +222,8 @@ class AgentService:
             "state_sha256": rec.state_sha256,
             "key_loaded": rec.mid in self._keys,
             "precopy_rounds": rec.precopy_rounds,
+            "post_copy": rec.post_copy,
+            "lazy_started": rec.lazy_started,
             "last_round": rec.last_round,
             "last_result": rec.last_result,
             "peer": rec.peer,
@@ -280,6 +293,14 @@ class AgentService:
         peer = body.get("peer") or ""
         if peer:
             check_agent_url(peer, "peer")
+        transfer = body.get("memory_transfer", "stop-and-copy")
+        if transfer not in TRANSFERS:
+            raise bad_request(f"memory_transfer must be one of {', '.join(TRANSFERS)}")
+        post_copy = transfer == "post-copy"
+        if post_copy and not (self.runtime.features().post_copy and
+                              isinstance(self.runtime, LazyCheckpoint)):
+            raise conflict("post_copy_unavailable", "this node does not offer post-copy "
+                           "(lazy pages need userfaultfd): use stop-and-copy")
         ref = PodRef(namespace, name)
 
         def work(_: float) -> Json:
@@ -324,6 +345,7 @@ class AgentService:
                     memory_bytes=memory,
                     peer=str(peer),
                     key_id=key_id(key),
+                    post_copy=post_copy,
                 )
                 rec.history.append(("prepared", round(time.time(), 3)))
                 self.migrations.save(rec)
@@ -355,14 +377,19 @@ class AgentService:
             if pod is None or pod.uid != rec.uid:
                 raise conflict("pod_not_found", f"pod {ref.key} is no longer on this node")
             context = image_context(mid, rec.namespace, rec.name, rec.uid)
-            result, info, plain_sha = self.images.write_encrypted(
-                mid,
-                key,
-                context,
-                lambda sink: self.runtime.checkpoint(
-                    ref, sink, previous_dirty_bytes=rec.pending_dirty_bytes, slowdown=slowdown
-                ),
-            )
+            runtime = self.runtime
+            if rec.post_copy and isinstance(runtime, LazyCheckpoint):
+                lazy_rt = runtime
+
+                def write(sink: Sink) -> RoundResult:
+                    return lazy_rt.checkpoint_lazy(ref, sink, on_pull=lambda: self._pulled(mid))
+            else:
+
+                def write(sink: Sink) -> RoundResult:
+                    return runtime.checkpoint(ref, sink, previous_dirty_bytes=(
+                        rec.pending_dirty_bytes), slowdown=slowdown)
+
+            result, info, plain_sha = self.images.write_encrypted(mid, key, context, write)
             out = self._round_json(rnd, result)
             out.update({"image_bytes": info.bytes, "state_sha256": plain_sha})
             rec.final_bytes = result.bytes
@@ -374,7 +401,29 @@ class AgentService:
 
         return self._step("checkpoint", mid, work)
 
+    def _pulled(self, mid: str) -> bool:
+        """The destination of post-copy migration `mid` started pulling this source's
+        pages: past the point of no return here too (unless rolled back already)."""
+        with self._lock:
+            lock = self._mid_locks.setdefault(mid, threading.Lock())
+        if not lock.acquire(timeout=PULL_LOCK_TIMEOUT_S):
+            log.warning("post-copy %s: pull refused, the migration is busy", mid)
+            return False
+        try:
+            rec = self.migrations.get(mid)
+            if rec is None or rec.phase in ("rolled_back", "prepared", "precopy"):
+                return False
+            if not rec.lazy_started:
+                rec.lazy_started = True
+                rec.history.append(("lazy_started", round(time.time(), 3)))
+                self.migrations.save(rec)
+            return True
+        finally:
+            lock.release()
+
     def _precopy(self, rec: MigrationRecord, ref: PodRef, rnd: int, slowdown: float) -> Json:
+        if rec.post_copy:
+            raise conflict("post_copy", "a post-copy migration has no pre-copy rounds")
         if not self.runtime.features().dirty_tracking:
             raise conflict(
                 "dirty_tracking_unavailable",
@@ -527,11 +576,18 @@ class AgentService:
             ref = PodRef(rec.namespace, rec.name)
             if rec.phase == "prepared":
                 raise conflict("no_image", f"no image received for {mid}")
+            pod: PodInfo | None = None
             if rec.phase == "received":
                 key = self._key(rec)
                 context = image_context(mid, rec.namespace, rec.name, rec.uid)
+                if rec.post_copy and not rec.lazy_started:
+                    # The point of no return, recorded before it is passed: once the lazy
+                    # restore starts, the pod's memory lives in both places at once.
+                    rec.lazy_started = True
+                    rec.history.append(("lazy_started", round(time.time(), 3)))
+                    self.migrations.save(rec)
                 try:
-                    _, sha = self.runtime.restore(
+                    pod, sha = self.runtime.restore(
                         ref, rec.uid, mid, self.images.decrypt(mid, key, context), slowdown
                     )
                 except ImageCorrupt as exc:
@@ -539,7 +595,8 @@ class AgentService:
                 rec.state_sha256 = sha
                 rec.set_phase("restored")
                 self.migrations.save(rec)
-            pod = self.runtime.get_pod(ref)
+            else:
+                pod = self.runtime.get_pod(ref)
             state = pod.state if pod is not None else "absent"
             return {
                 "pod": rec.pod,
@@ -627,7 +684,7 @@ class AgentService:
                 tomb.history.append(("rolled_back", round(time.time(), 3)))
                 self.migrations.save(tomb)
                 return {"mid": mid, "phase": "unknown", "pod_state": "absent"}
-            if rec.phase in ("committing", "committed"):
+            if rec.phase in ("committing", "committed") or rec.lazy_started:
                 raise conflict("committed", f"migration {mid} passed its commit point")
             ref = PodRef(rec.namespace, rec.name)
             pod = self.runtime.get_pod(ref)

@@ -1,7 +1,10 @@
 """The apply engine: walk the plan's DAG and move each pod through its agents.
 
 One migration = prepare -> checkpoint (pre-copy rounds, then a final freeze) -> transfer
--> restore -> verify -> COMMIT POINT -> commit on both agents. Every phase is journaled
+-> restore -> verify -> COMMIT POINT -> commit on both agents. Post-copy (a policy's
+`memoryTransfer: post-copy`, where both agents offer it) moves the commit point before
+the restore: prepare -> lazy checkpoint -> transfer (state only) -> COMMIT POINT -> lazy
+restore (memory follows on demand) -> verify -> commit. Every phase is journaled
 before it starts. Before the commit point any failure rolls back (destination first, so
 two copies never run); after it, the destination owns the pod and the engine only ever
 rolls forward. A re-run reads the journal and settles every in-flight migration the
@@ -54,6 +57,10 @@ class EngineOptions:
 
 class MigrationFailed(Exception):
     pass
+
+
+class _LazyReady(Exception):
+    """Internal: a post-copy migration reached its commit point (leave the rollback scope)."""
 
 
 @dataclass
@@ -190,20 +197,25 @@ class Engine:
             self._event("apply_progress", m, f"{ns_name}: {name}", phase=name, **detail)
 
         freeze_start = 0.0
+        post_copy = False
         try:
             phase("preparing")
             mem = int(m["estimate"]["memory_bytes"])
             key = new_key()
+            post_copy = self._post_copy(m, src, dst)
+            transfer = "post-copy" if post_copy else None
             src.prepare(amid, role="source", pod=ns_name, uid=m.get("uid", ""),
-                        memory_bytes=mem, key=key, peer=dst_ep.url)
+                        memory_bytes=mem, key=key, peer=dst_ep.url, memory_transfer=transfer)
             dst.prepare(amid, role="destination", pod=ns_name, uid=m.get("uid", ""),
-                        memory_bytes=mem, key=key, peer=src_ep.url)
+                        memory_bytes=mem, key=key, peer=src_ep.url, memory_transfer=transfer)
             phase("checkpointing")
-            rounds = self._precopy(m, src, amid)
+            rounds = 0 if post_copy else self._precopy(m, src, amid)
             freeze_start = time.monotonic()
             final = src.checkpoint(amid, round=rounds, final=True)
             phase("transferring", bytes=int(final.get("image_bytes", 0)), rounds=rounds + 1)
             src.transfer(amid, destination=dst_ep.url, token=dst_ep.token)
+            if post_copy:
+                raise _LazyReady
             phase("restoring")
             dst.restore(amid)
             phase("verifying")
@@ -212,11 +224,57 @@ class Engine:
                                    v.get("state_sha256") != final.get("state_sha256")):
                 raise MigrationFailed(f"verification failed: {v.get('reason') or 'state differs'}")
             freeze_ms = int((time.monotonic() - freeze_start) * 1000)
+        except _LazyReady:
+            # ---- post-copy's commit point, journaled before the lazy restore starts ----
+            phase("committing", post_copy=True)
+            def reprepare() -> None:  # a restarted destination lost the key from memory
+                dst.prepare(amid, role="destination", pod=ns_name, uid=m.get("uid", ""),
+                            memory_bytes=mem, key=key, peer=src_ep.url,
+                            memory_transfer="post-copy")
+
+            return self._finish_commit(m, attempt, started, 0, post_copy=True,
+                                       freeze_start=freeze_start, reprepare=reprepare)
         except (AgentClientError, MigrationFailed) as exc:
             return self._roll_back(m, attempt, reached, exc, started)
         # ---- the commit point: from here on the destination owns the pod ----
         phase("committing", freeze_ms=freeze_ms)
         return self._finish_commit(m, attempt, started, freeze_ms)
+
+    def _post_copy(self, m: dict[str, Any], src: AgentClient, dst: AgentClient) -> bool:
+        """Post-copy only when the policy opted in and both agents offer it."""
+        if m["strategy"]["memory_transfer"] != "post-copy":
+            return False
+        lacking = [node for node, agent in ((m["from"], src), (m["to"], dst))
+                   if not agent.capabilities().get("features", {}).get("post_copy")]
+        if lacking:
+            self._event("apply_progress", m, f"{m['pod']}: post-copy unavailable on "
+                        f"{', '.join(lacking)} (no userfaultfd): using stop-and-copy",
+                        phase="preparing", memory_transfer="stop-and-copy")
+            return False
+        return True
+
+    def _lazy_restore(self, m: dict[str, Any], amid: str, dst: AgentClient,
+                      freeze_start: float | None, reprepare: Callable[[], None] | None) -> int:
+        """Past post-copy's commit point: restore (idempotent), then verify until the pod
+        answers; returns the freeze in ms (0 when resumed by a later run). A destination
+        restarted meanwhile gets the migration key again (`reprepare`, this run only: the
+        key is never written down)."""
+        try:
+            self._retry("lazy restore", lambda: dst.restore(amid))
+        except AgentError as err:
+            if err.code != "key_unavailable" or reprepare is None:
+                raise
+            self._retry("prepare destination again", reprepare)
+            self._retry("lazy restore", lambda: dst.restore(amid))
+        deadline = time.monotonic() + self.opts.recovery_timeout_s
+        while True:
+            v = self._retry("verify", lambda: dst.verify(amid))
+            if v.get("ok"):
+                break
+            if time.monotonic() > deadline:
+                raise MigrationFailed(f"verification failed: {v.get('reason')}")
+            time.sleep(0.2)
+        return int((time.monotonic() - freeze_start) * 1000) if freeze_start else 0
 
     def _precopy(self, m: dict[str, Any], src: AgentClient, amid: str) -> int:
         """Pre-copy rounds while the pod runs; returns the number of rounds done."""
@@ -298,15 +356,20 @@ class Engine:
                              duration_ms=int((time.monotonic() - started) * 1000))
 
     def _finish_commit(self, m: dict[str, Any], attempt: int, started: float,
-                       freeze_ms: int) -> Outcome:
+                       freeze_ms: int, *, post_copy: bool = False,
+                       freeze_start: float | None = None,
+                       reprepare: Callable[[], None] | None = None) -> Outcome:
         mid, amid = m["id"], self.agent_mid(m["id"], attempt)
         timeout = self._timeout(m)
         src, _ = self._client(m["from"], timeout)
         dst, _ = self._client(m["to"], timeout)
         try:
+            if post_copy:
+                freeze_ms = self._lazy_restore(m, amid, dst, freeze_start, reprepare)
+            # (post-copy: the source's commit returns once every page has left it)
             self._retry("commit source", lambda: src.commit(amid))
             self._retry("commit destination", lambda: dst.commit(amid))
-        except AgentClientError as exc:
+        except (AgentClientError, MigrationFailed) as exc:
             # Past the commit point nothing is undone; the next run finishes the commit.
             self._event("apply_errored", m, f"{m['pod']}: commit not confirmed ({exc}); "
                         "re-run apply to finish", level="error", phase="committing",
@@ -350,7 +413,8 @@ class Engine:
                                             rec.detail.get("reached") == "committing"):
             self._event("apply_progress", m, f"{m['pod']}: finishing an interrupted commit",
                         phase="committing", recovered=True)
-            self._finish_commit(m, rec.attempt, started, int(rec.detail.get("freeze_ms", 0)))
+            self._finish_commit(m, rec.attempt, started, int(rec.detail.get("freeze_ms", 0)),
+                                post_copy=bool(rec.detail.get("post_copy")))
             return None
         if rec.phase == "skipped":
             self._outcome(m, "skipped", "source", error=rec.error)

@@ -3,7 +3,9 @@
 A phase is written *before* it takes effect, so after a crash at any instant the journal
 says the furthest step that may have happened; the agents say what really did. The
 `committing` record is the single commit point: before it, recovery rolls back; after it,
-recovery rolls forward.
+recovery rolls forward. For post-copy (`committing` with `post_copy: true`) it is written
+before the destination's lazy restore starts, so rolling forward there means finishing
+that restore, verifying, then committing.
 """
 
 from __future__ import annotations

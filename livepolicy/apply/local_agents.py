@@ -111,13 +111,14 @@ class LocalSimAgents:
     """A pool of supervised sim agents; `endpoint(node)` is what the engine asks."""
 
     def __init__(self, state_dir: Path, facts: ClusterFacts, time_scale: float = 0.01,
-                 bandwidth: str = "5Gbps") -> None:
+                 bandwidth: str = "5Gbps", post_copy: bool = True) -> None:
         # Absolute, so that a later run (from another working directory) recognizes the
         # agents this one leaves behind by the paths on their command lines.
         self.root = (state_dir / "sim-agents").absolute()
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.time_scale = time_scale
         self.bandwidth = bandwidth
+        self.post_copy = post_copy  # sim nodes offer lazy pages (as amd64 nodes with uffd)
         self.agents: dict[str, _Agent] = {}
         for n in facts.nodes:
             d = self.root / n.name
@@ -145,7 +146,7 @@ class LocalSimAgents:
                 str(port), "--token-file", str(a.state_dir / "token"), "--state-dir",
                 str(a.state_dir / "state"), "--runtime", "sim", "--architecture",
                 a.architecture, "--time-scale", str(self.time_scale), "--bandwidth",
-                self.bandwidth]
+                self.bandwidth, *(["--post-copy"] if self.post_copy else [])]
 
     def _spawn(self, a: _Agent, same_port_tries: int = SAME_PORT_TRIES) -> None:
         """Start `a`'s agent, on its recorded port while it can be had, else on a new one."""

@@ -40,10 +40,11 @@ from typing import Any
 from livepolicy.agent.client import AgentClient, AgentClientError
 from livepolicy.agent.fsutil import atomic_write_bytes, ensure_private_dir
 from livepolicy.agent.launch import await_listening
+from livepolicy.agent.runtimes import criu_lazy as lazy
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.agent.runtimes.criu import find_criu
 from livepolicy.agent.runtimes.criu_pods import PodRecord, PodStore, query_stats, read_pods
-from livepolicy.lab.record import Record, Teardown, stop_process, teardown
+from livepolicy.lab.record import Record, Teardown, raise_sysctl, stop_process, teardown
 
 LAB_DIR_ENV = "LIVEPOLICY_LAB_DIR"
 DEFAULT_ROOT = Path("/run/livepolicy-lab")
@@ -220,6 +221,8 @@ class Lab:
         shm = SHM / f"livepolicy-lab-{prefix}-{secrets.token_hex(3)}"
         lab.record.add("dir", path=str(shm))
         ensure_private_dir(shm)
+        # CRIU's lazy dump (post-copy) needs 4 MiB pipes; raised only if lower, undone by down
+        raise_sysctl(lab.record, lazy.PIPE_MAX_SIZE, lazy.PIPE_MAX_NEEDED)
         lab.data = {
             "version": 1, "prefix": prefix, "root": str(lab.root), "shm": str(shm),
             "criu": str(criu_path), "region": REGION, "created_at": time.time(),

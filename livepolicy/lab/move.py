@@ -4,8 +4,11 @@ prepare (source, destination) -> pre-copy rounds (only where the source tracks d
 memory) -> final checkpoint (the freeze starts) -> transfer -> restore -> verify (the
 freeze ends: the pod answers on its new node) -> commit (source, then destination). Any
 failure before the commit point rolls back, destination first, so the pod resumes on
-its source. Used by `livepolicy lab move`, the lab tests and the benchmark; `livepolicy
-apply` does the same through its engine.
+its source. With `post_copy` the final checkpoint is a lazy dump and the commit point
+moves up to the destination's lazy restore: from `restore` on, only forward; the source's
+commit returns once the destination has pulled every page. Used by `livepolicy lab
+move`, the lab tests and the benchmark; `livepolicy apply` does the same through its
+engine.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class MoveResult:
     error: str = ""
     error_code: str = ""
     rolled_back: bool = False
+    strategy: str = "stop-and-copy"
     rounds: int = 0
     image_bytes: int = 0  # the sealed image that went through the agents' API
     memory_bytes: int = 0  # what the final checkpoint copied (pages, sent node to node)
@@ -45,14 +49,16 @@ class MoveResult:
 
 def move_pod(lab: Lab, pod: str, destination: str, *, mid: str | None = None,
              iterative: bool = True, max_rounds: int = 5, timeout: float = 900.0,
-             precopy_threshold: int = 32 * 2**20) -> MoveResult:
+             precopy_threshold: int = 32 * 2**20, post_copy: bool = False) -> MoveResult:
     src_node, rec = lab.find_pod(pod)
     dst_node = lab.node(destination)
     if src_node.name == dst_node.name:
         raise LabError(f"pod {rec.key} already runs on {destination}")
     src, dst = src_node.client(timeout), dst_node.client(timeout)
     mid = mid or f"lab-{secrets.token_hex(5)}"
-    res = MoveResult(mid, rec.key, src_node.name, dst_node.name, ok=False)
+    res = MoveResult(mid, rec.key, src_node.name, dst_node.name, ok=False,
+                     strategy="post-copy" if post_copy else "stop-and-copy")
+    transfer = "post-copy" if post_copy else None
     key = new_key()
     started = time.monotonic()
     mark = started
@@ -68,11 +74,14 @@ def move_pod(lab: Lab, pod: str, destination: str, *, mid: str | None = None,
     try:
         step("prepare")
         src.prepare(mid, role="source", pod=rec.key, uid=rec.uid,
-                    memory_bytes=rec.memory_bytes, key=key, peer=dst_node.agent_url)
+                    memory_bytes=rec.memory_bytes, key=key, peer=dst_node.agent_url,
+                    memory_transfer=transfer)
         dst.prepare(mid, role="destination", pod=rec.key, uid=rec.uid,
-                    memory_bytes=rec.memory_bytes, key=key, peer=src_node.agent_url)
+                    memory_bytes=rec.memory_bytes, key=key, peer=src_node.agent_url,
+                    memory_transfer=transfer)
         rounds = 0
-        if iterative and src.capabilities().get("features", {}).get("dirty_tracking"):
+        tracks = src.capabilities().get("features", {}).get("dirty_tracking")
+        if not post_copy and iterative and tracks:
             step("precopy")
             for r in range(max_rounds):
                 out = src.checkpoint(mid, round=r, final=False)
@@ -87,7 +96,7 @@ def move_pod(lab: Lab, pod: str, destination: str, *, mid: str | None = None,
         res.memory_bytes = int(final.get("bytes", 0))
         step("transfer")
         src.transfer(mid, destination=dst_node.agent_url, token=dst_node.token())
-        step("restore")
+        step("restore")  # post-copy: the point of no return
         dst.restore(mid)
         step("verify")
         v = dst.verify(mid)
@@ -102,7 +111,7 @@ def move_pod(lab: Lab, pod: str, destination: str, *, mid: str | None = None,
     except (AgentClientError, LabError) as exc:
         res.error = str(exc)
         res.error_code = exc.code if isinstance(exc, AgentError) else ""
-        if res.reached == "commit":
+        if res.reached == "commit" or (post_copy and res.reached in ("restore", "verify")):
             raise  # past the commit point: never roll back
         if freeze_start:
             res.freeze_s = round(time.monotonic() - freeze_start, 4)

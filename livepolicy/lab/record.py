@@ -5,6 +5,7 @@
     {"kind": "netns", "name": "lpl-n1"}
     {"kind": "process", "pid": 4242, "start": 123456, "what": "agent lab-1", "marker": "..."}
     {"kind": "dir", "path": "/dev/shm/livepolicy-lab-lpl"}
+    {"kind": "sysctl", "path": "/proc/sys/fs/pipe-max-size", "old": 1048576, "new": 4194304}
 
 Each line is appended and fsynced before the thing exists, so a crash at any moment leaves
 a record that names at least everything that exists (and perhaps something that never
@@ -54,6 +55,32 @@ class Record:
                 if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
                     out.append(obj)
         return out
+
+
+def raise_sysctl(rec: Record, path: Path, minimum: int) -> bool:
+    """Raise a machine-wide /proc/sys value to `minimum` if it is lower (recorded first,
+    so that `lab down` puts the old value back); True if it was raised."""
+    current = int(path.read_text().strip())
+    if current >= minimum:
+        return False
+    rec.add("sysctl", path=str(path), old=current, new=minimum)
+    path.write_text(str(minimum))
+    return True
+
+
+def _restore_sysctls(entries: list[dict[str, Any]], prefix: str) -> None:
+    """Put back what `raise_sysctl` changed, unless someone changed it since or another
+    lab (which may need it) is still up."""
+    others = [n for n in nets.list_netns("") if n.endswith("-fabric") and
+              n != f"{prefix}-fabric"]
+    for e in reversed(entries):
+        if e["kind"] != "sysctl" or others:
+            continue
+        path = Path(str(e["path"]))
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if path.parts[:3] == ("/", "proc", "sys") and \
+                    int(path.read_text().strip()) == int(e["new"]):
+                path.write_text(str(int(e["old"])))
 
 
 def process_matches(pid: int, start: int, marker: str) -> bool:
@@ -121,6 +148,7 @@ def teardown(root: Path, prefix: str) -> Teardown:
             if path.exists():
                 shutil.rmtree(path, ignore_errors=True)
                 out.dirs += 1
+    _restore_sysctls(entries, prefix)
     left = [f"netns {n}" for n in nets.list_netns(f"{prefix}-")]
     for e in entries:
         if e["kind"] == "process":

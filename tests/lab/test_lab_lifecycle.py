@@ -143,3 +143,30 @@ def test_iterative_precopy_with_a_dirty_tracking_criu(
     node, after = lab.find_pod("default/counter-0")
     assert node.name == "lab-2" and after.token == before.token
     assert after.ip == before.ip and after.alive()
+
+
+def test_pipe_max_size_raised_only_when_needed_and_put_back(
+        make_lab: Callable[..., Lab]) -> None:
+    """CRIU's lazy dump needs 4 MiB pipes: `lab up` raises a lower fs.pipe-max-size
+    (recorded first) and `lab down` puts the old value back; a high enough one is left."""
+    from livepolicy.agent.runtimes.criu_lazy import PIPE_MAX_NEEDED, PIPE_MAX_SIZE
+
+    require_root()
+    original = PIPE_MAX_SIZE.read_text().strip()
+    others = [n for n in nets.list_netns("") if n.endswith("-fabric")]
+    try:
+        PIPE_MAX_SIZE.write_text(str(1 << 20))
+        lab = make_lab(nodes=1, subnets=1)
+        assert int(PIPE_MAX_SIZE.read_text()) == PIPE_MAX_NEEDED
+        (entry,) = [e for e in Record(lab.root).entries() if e["kind"] == "sysctl"]
+        assert (entry["old"], entry["new"]) == (1 << 20, PIPE_MAX_NEEDED)
+        assert lab.down().leftovers == []
+        expect = PIPE_MAX_NEEDED if others else 1 << 20  # another lab up keeps it raised
+        assert int(PIPE_MAX_SIZE.read_text()) == expect
+        PIPE_MAX_SIZE.write_text(str(8 << 20))
+        high = make_lab(nodes=1, subnets=1)
+        assert [e for e in Record(high.root).entries() if e["kind"] == "sysctl"] == []
+        assert high.down().leftovers == []
+        assert int(PIPE_MAX_SIZE.read_text()) == 8 << 20
+    finally:
+        PIPE_MAX_SIZE.write_text(original)

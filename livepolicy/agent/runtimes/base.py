@@ -11,9 +11,9 @@ Runtimes refuse with `ApiError` (status + stable code), which the server passes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from livepolicy.agent.crypto import Sink
 
@@ -134,4 +134,16 @@ class Runtime(Protocol):
 
     def remove(self, ref: PodRef, uid: str) -> bool:
         """Delete the pod if present (False if it was already gone)."""
+        ...
+
+
+@runtime_checkable
+class LazyCheckpoint(Protocol):
+    """Optional: runtimes that can freeze a pod for post-copy (lazy pages)."""
+
+    def checkpoint_lazy(self, ref: PodRef, sink: Sink, *, on_pull: Callable[[], bool]
+                        ) -> RoundResult:
+        """Freeze the pod and write only its state into `sink`; its memory is served to
+        the destination after it restores. `on_pull()` is called when the destination
+        starts pulling (the source's point of no return); False refuses the pull."""
         ...

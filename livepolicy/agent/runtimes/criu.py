@@ -31,6 +31,7 @@ features) are detected at start and written to `<state_dir>/runtime-capabilities
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -52,6 +53,7 @@ from livepolicy.agent.crypto import ImageCorrupt, Sink
 from livepolicy.agent.errors import ApiError, conflict, not_found
 from livepolicy.agent.fsutil import atomic_write_bytes, ensure_private_dir
 from livepolicy.agent.runtimes import criu_archive as archive
+from livepolicy.agent.runtimes import criu_lazy as lazy
 from livepolicy.agent.runtimes import criu_pages as pages
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.agent.runtimes.base import (
@@ -264,6 +266,7 @@ class CriuRuntime:
         network: NodeNetwork,
         architecture: str,
         dirty_tracking_allowed: bool = True,
+        post_copy_allowed: bool = True,
         fault_injection: bool = False,
         capabilities: CriuCapabilities | None = None,
         stop: threading.Event | None = None,
@@ -283,11 +286,16 @@ class CriuRuntime:
             raise ValueError(f"criu check failed for {tool.path}: {self.caps.check_output}")
         self._features = Features(
             dirty_tracking=self.caps.dirty_tracking and dirty_tracking_allowed,
-            post_copy=False,
+            # lazy pages need userfaultfd (non-cooperative: the restored tree forks) and a
+            # node address for the agents' relay
+            post_copy=self.caps.uffd and self.caps.uffd_noncoop and post_copy_allowed
+            and bool(network.address),
             tcp_established=True,
             fault_injection=fault_injection,
         )
         self._page_servers: dict[str, pages.PageServer] = {}
+        self._lazy: dict[str, _LazyDump] = {}  # source: lazy dumps serving pages
+        self._pulls: dict[str, _LazyPull] = {}  # destination: lazy-pages daemons
         self._spares: list[tuple[str, str]] = []  # (netns, host veth), gated, unattached
         self._spare_wakeup = threading.Event()
         atomic_write_bytes(state_dir / CAPABILITIES_FILE, json.dumps(
@@ -401,7 +409,12 @@ class CriuRuntime:
     def _recover(self) -> None:
         """Settle what a crash interrupted: dumps, restores, unpacked images."""
         for rec in self.pods.all():
-            if rec.state == "freezing":
+            if rec.state in ("freezing", "frozen") and rec.lazy and \
+                    self._lazy_dump_alive(rec):
+                rec.state = "frozen"  # the lazy dump still holds it (no relay any more)
+                nets.set_host_link(self._podnet(rec), False)
+                self.pods.save(rec)
+            elif rec.state == "freezing":
                 if rec.alive():
                     rec.state = "running"
                 elif rec.dump_dir and (self._pod_dir(rec) / rec.dump_dir /
@@ -516,6 +529,8 @@ class CriuRuntime:
                 raise conflict("pod_not_running", f"pod {ref.key} is being restored")
             started = time.monotonic()
             pod_dir = self._pod_dir(rec)
+            if rec.lazy and state != "running":
+                raise conflict("already_frozen", f"pod {ref.key} is frozen by a lazy dump")
             if state == "running":
                 rec = self._dump(rec, use_precopy=previous_dirty_bytes is not None)
             elif not (pod_dir / rec.dump_dir / "inventory.img").exists():
@@ -534,16 +549,8 @@ class CriuRuntime:
                 select = _not_pages
                 rec.page_stream = page_info
                 self.pods.save(rec)
-            manifest = {
-                "namespace": rec.namespace, "name": rec.name, "uid": rec.uid,
-                "ip": rec.ip, "prefix": rec.prefix, "mac": rec.mac, "port": rec.port,
-                "subnet": self.net.subnet, "subnet_id": self.net.subnet_id,
-                "architecture": self.architecture, "source_node": self.node,
-                "token": rec.token, "counter": rec.counter, "memory_bytes": rec.memory_bytes,
-                "dirty_rate_bytes": rec.dirty_rate_bytes, "labels": rec.labels,
-                "criu_version": self.caps.version, "restore_dir": rec.dump_dir,
-                "pages": page_info,
-            }
+            manifest = {**self._manifest(rec), "restore_dir": rec.dump_dir,
+                        "pages": page_info}
             t_archive = time.monotonic()
             archive.write_archive(sink, manifest, pod_dir, dirs, select=select)
             nbytes = sum(_pages_bytes(pod_dir / d) for d in dirs[-1:])
@@ -551,6 +558,236 @@ class CriuRuntime:
                      time.monotonic() - t_archive)
         return RoundResult(bytes=nbytes, dirty_bytes=0, seconds=time.monotonic() - started,
                            frozen=True)
+
+    # -- post-copy (lazy pages) ------------------------------------------------------------
+    def checkpoint_lazy(self, ref: PodRef, sink: Sink, *, on_pull: Callable[[], bool]
+                        ) -> RoundResult:
+        """Freeze the pod with `criu dump --lazy-pages`: its state goes into `sink`, its
+        memory stays with CRIU (on loopback) and the agent's relay until the destination
+        pulled it. `on_pull` is asked when a destination starts pulling."""
+        if not self._features.post_copy:
+            raise conflict("post_copy_unavailable", "this node cannot serve lazy pages "
+                           "(no userfaultfd, or no node address for the relay)")
+        with self._pod_lock(ref):
+            rec = self._need(ref)
+            state = self._state(rec)
+            started = time.monotonic()
+            if state == "running":
+                rec = self._dump_lazy(rec, on_pull)
+            elif not rec.lazy or ref.key not in self._lazy:
+                raise conflict("already_frozen", f"pod {ref.key} is frozen, not by a lazy "
+                               "dump this agent serves")
+            dump = self._lazy[ref.key]
+            manifest = {
+                **self._manifest(rec), "restore_dir": rec.dump_dir, "pages": None,
+                "lazy": {"address": self.net.address, "port": dump.relay.port,
+                         "key": base64.b64encode(dump.relay.key).decode(),
+                         "stream_id": rec.lazy["stream_id"]},
+            }
+            archive.write_archive(sink, manifest, self._pod_dir(rec), [rec.dump_dir])
+            log.info("lazy checkpoint %s: %.3fs", ref.key, time.monotonic() - started)
+        return RoundResult(bytes=_pages_bytes(self._pod_dir(rec) / rec.dump_dir),
+                           dirty_bytes=0, seconds=time.monotonic() - started, frozen=True)
+
+    def _dump_lazy(self, rec: PodRecord, on_pull: Callable[[], bool]) -> PodRecord:
+        ok, value = lazy.pipe_max_ok()
+        if not ok:
+            raise conflict("post_copy_unavailable", f"fs.pipe-max-size is {value}: CRIU's "
+                           f"lazy dump needs {lazy.PIPE_MAX_NEEDED} (the lab raises it)")
+        pod_dir = ensure_private_dir(self._pod_dir(rec))
+        target = pod_dir / "lazy"
+        shutil.rmtree(target, ignore_errors=True)
+        ensure_private_dir(target)
+        stats = query_stats(rec.netns, rec.ip, rec.port, timeout=1.0)
+        if stats is not None:
+            rec.token = str(stats.get("token", rec.token))
+            if isinstance(stats.get("count"), int):
+                rec.counter = stats["count"]
+        port = lazy.free_loopback_port(rec.netns)
+        rec.state, rec.dump_dir, rec.work_dir = "freezing", "lazy", str(pod_dir)
+        rec.lazy = {"criu_port": port, "stream_id": os.urandom(16).hex(), "old_netns": ""}
+        self.pods.save(rec)
+        args = ["dump", "-t", str(rec.pid), "-D", str(target), "--tcp-established",
+                "--skip-in-flight", "--shell-job", "--network-lock", "nftables",
+                "-o", "dump.log", "--lazy-pages", "--address", "127.0.0.1", "--port",
+                str(port), "--status-fd", "{fd}"]
+        t0 = time.monotonic()
+        proc, code = lazy.start_with_status(self.tool.command(args, rec.netns))
+        if proc is None:
+            why = _tail(target / "dump.log") or f"exit code {code}"
+            self._keep_log(target / "dump.log", "dump", rec)
+            if rec.alive():
+                rec.state, rec.dump_dir, rec.lazy = "running", "", {}
+                self.pods.save(rec)
+            raise ApiError(500, "criu_failed", f"criu lazy dump of {rec.key} failed: {why}")
+        nets.set_host_link(self._podnet(rec), False)  # its IP must not answer here now
+        key = os.urandom(32)
+        context = lazy.lazy_context(rec.namespace, rec.name, rec.uid, rec.lazy["stream_id"])
+        relay = lazy.Relay(node_netns=self.net.netns, address=self.net.address,
+                           pod_netns=rec.netns, criu_port=port, key=key, context=context,
+                           on_pull=on_pull)
+        self._lazy[rec.key] = _LazyDump(proc, relay)
+        rec.lazy.update({"pid": proc.pid, "start": nets.proc_start_time(proc.pid) or 0})
+        rec.state = "frozen"
+        self.pods.save(rec)
+        log.info("lazy dump %s: %.3fs to serve pages", rec.key, time.monotonic() - t0)
+        return rec
+
+    def _lazy_dump_alive(self, rec: PodRecord) -> bool:
+        dump = self._lazy.get(rec.key)
+        if dump is not None:
+            return dump.proc.poll() is None
+        return bool(rec.lazy) and nets.proc_alive(int(rec.lazy.get("pid", 0)),
+                                                  int(rec.lazy.get("start", 0)))
+
+    def _wait_lazy_served(self, rec: PodRecord) -> None:
+        """Commit on the source: the pod's memory leaves with the lazy dump; wait for it."""
+        dump = self._lazy.pop(rec.key, None)
+        if dump is not None:
+            try:
+                dump.proc.wait(CRIU_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("lazy dump of %s still serving after %.0fs: stopping it",
+                            rec.key, CRIU_TIMEOUT_S)
+            dump.relay.close()
+        elif rec.lazy:
+            nets.wait_for(lambda: not self._lazy_dump_alive(rec), CRIU_TIMEOUT_S, 0.05)
+        self._keep_log(self._pod_dir(rec) / "lazy" / "dump.log", "dump", rec)
+
+    def _resume_lazy(self, rec: PodRecord) -> None:
+        """Rollback of a lazy dump nobody pulled: restore the pod on this node from CRIU's
+        own page server, into a fresh namespace with the same IP and MAC (the frozen tasks
+        and CRIU's copies of their sockets hold the old one until the dump ends)."""
+        dump = self._lazy.get(rec.key)
+        if dump is not None:
+            dump.relay.close()
+            if dump.relay.pulled.is_set():
+                raise conflict("committed", f"the destination pulls the pages of {rec.key}")
+        if not self._lazy_dump_alive(rec):
+            raise ApiError(500, "criu_failed", f"pod {rec.key} cannot be resumed: its lazy "
+                           "dump is gone")
+        old = self._podnet(rec)
+        netns, veth = self._new_names(PodRef(rec.namespace, rec.name),
+                                      f"resume-{os.urandom(4).hex()}")
+        rec.lazy["old_netns"], rec.lazy["old_veth"] = old.netns, old.host_veth
+        rec.netns, rec.host_veth = netns, veth
+        self.pods.save(rec)
+        nets.create_pod_net(self._podnet(rec), gated=True)
+        pod_dir = self._pod_dir(rec)
+        proc = self._start_lazy_daemon(old.netns, int(rec.lazy["criu_port"]),
+                                       pod_dir / "lazy", pod_dir / "lazy-work")
+        try:
+            self._restore_into(rec, pod_dir, "lazy", fresh=True, keep=True,
+                               lazy_work=pod_dir / "lazy-work")
+        except BaseException:
+            lazy.stop_process(proc)
+            nets.delete_pod_net(self._podnet(rec))
+            rec.netns, rec.host_veth, rec.state = old.netns, old.host_veth, "frozen"
+            rec.lazy.pop("old_netns", None)
+            self.pods.save(rec)
+            raise
+        self._lazy.pop(rec.key, None)
+        threading.Thread(target=self._after_lazy_resume, args=(rec, old, proc, dump),
+                         daemon=True, name=f"lazy-resume-{rec.key}").start()
+
+    def _after_lazy_resume(self, rec: PodRecord, old: nets.PodNet,
+                           daemon: subprocess.Popen[bytes], dump: _LazyDump | None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.wait(CRIU_TIMEOUT_S)
+        if dump is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                dump.proc.wait(30)
+        nets.delete_pod_net(old)
+        with self._pod_lock(PodRef(rec.namespace, rec.name)):
+            cur = self.pods.get(rec.namespace, rec.name)
+            if cur is not None and cur.lazy.get("old_netns") == old.netns:
+                shutil.rmtree(self._pod_dir(cur), ignore_errors=True)
+                cur.lazy, cur.dump_dir, cur.work_dir = {}, "", ""
+                self.pods.save(cur)
+
+    def _start_lazy_daemon(self, netns: str, port: int, images: Path,
+                           work: Path) -> subprocess.Popen[bytes]:
+        """`criu lazy-pages` fetching from 127.0.0.1:`port` in `netns`; ready to serve a
+        `restore --lazy-pages -W work` once its socket exists."""
+        shutil.rmtree(work, ignore_errors=True)
+        ensure_private_dir(work)
+        cmd = self.tool.command(["lazy-pages", "--page-server", "--address", "127.0.0.1",
+                                 "--port", str(port), "-D", str(images), "-W", str(work),
+                                 "-o", str(work / "lazy-pages.log")], netns)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        if not lazy.wait_socket(work / "lazy-pages.socket", proc):
+            lazy.stop_process(proc)
+            raise ApiError(500, "criu_failed", "criu lazy-pages did not start: "
+                           f"{_tail(work / 'lazy-pages.log')}")
+        return proc
+
+    def _restore_lazy(self, manifest: dict[str, Any], rec: PodRecord, unpack: Path) -> None:
+        """Destination of a post-copy move: relay CRIU's lazy-pages daemon (loopback in the
+        gated pod namespace) to the source's relay, then `criu restore --lazy-pages`."""
+        info = manifest["lazy"]
+        try:
+            address, port = str(info["address"]), int(info["port"])
+            key = base64.b64decode(str(info["key"]), validate=True)
+            context = lazy.lazy_context(rec.namespace, rec.name, rec.uid,
+                                        str(info["stream_id"]))
+        except (KeyError, ValueError, TypeError):
+            raise ApiError(422, "image_invalid", "bad lazy pages description") from None
+        pull = lazy.Pull(pod_netns=rec.netns, node_netns=self.net.netns, address=address,
+                         port=port, key=key, context=context)
+        work = unpack / "lazy-work"
+        try:
+            proc = self._start_lazy_daemon(rec.netns, pull.port,
+                                           unpack / str(manifest["restore_dir"]), work)
+        except BaseException:
+            pull.close()
+            raise
+        self._pulls[rec.key] = _LazyPull(proc, pull, unpack)
+        try:
+            self._restore_into(rec, unpack, str(manifest["restore_dir"]), fresh=True,
+                               lazy_work=work)
+        except BaseException:
+            self._stop_pull(rec.key)
+            raise
+        threading.Thread(target=self._after_pull, args=(rec, self._pulls[rec.key]),
+                         daemon=True, name=f"lazy-pull-{rec.key}").start()
+
+    def _after_pull(self, rec: PodRecord, job: _LazyPull) -> None:
+        t0 = time.monotonic()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            job.proc.wait(CRIU_TIMEOUT_S)
+        log.info("lazy pages of %s: all received %.3fs after restore (daemon exit %s%s)",
+                 rec.key, time.monotonic() - t0, job.proc.returncode,
+                 f", relay: {job.pull.error}" if job.pull.error else "")
+        self._keep_log(job.unpack / "lazy-work" / "lazy-pages.log", "lazy-pages", rec)
+        if self._pulls.get(rec.key) is job:
+            self._stop_pull(rec.key)
+
+    def _stop_pull(self, key: str) -> None:
+        job = self._pulls.pop(key, None)
+        if job is not None:
+            lazy.stop_process(job.proc)
+            job.pull.close()
+            shutil.rmtree(job.unpack, ignore_errors=True)
+
+    def lazy_pending(self, ref: PodRef) -> bool:
+        """Are pages of this pod still on their way (destination) or being served (source)?"""
+        job = self._pulls.get(ref.key)
+        if job is not None and job.proc.poll() is None:
+            return True
+        dump = self._lazy.get(ref.key)
+        return dump is not None and dump.proc.poll() is None
+
+    def _manifest(self, rec: PodRecord) -> dict[str, Any]:
+        return {
+            "namespace": rec.namespace, "name": rec.name, "uid": rec.uid,
+            "ip": rec.ip, "prefix": rec.prefix, "mac": rec.mac, "port": rec.port,
+            "subnet": self.net.subnet, "subnet_id": self.net.subnet_id,
+            "architecture": self.architecture, "source_node": self.node,
+            "token": rec.token, "counter": rec.counter, "memory_bytes": rec.memory_bytes,
+            "dirty_rate_bytes": rec.dirty_rate_bytes, "labels": rec.labels,
+            "criu_version": self.caps.version,
+        }
 
     def _stop_page_server(self, key: str) -> None:
         server = self._page_servers.pop(key, None)
@@ -627,6 +864,17 @@ class CriuRuntime:
                 rec = self._check_manifest(manifest, ref, uid, mid, sha)
                 self.pods.save(rec)
                 t1 = time.monotonic()
+                if manifest.get("lazy"):
+                    try:
+                        self._bring_up(rec)
+                        self._restore_lazy(manifest, rec, unpack)
+                    except BaseException:
+                        self._teardown(rec)
+                        raise
+                    log.info("lazy restore %s: image %.3fs, up and running %.3fs", ref.key,
+                             t1 - t0, time.monotonic() - t1)
+                    # no probe: its memory is still arriving, and verify asks the pod anyway
+                    return self._info(rec, "running", probe=False), sha
                 try:
                     # The pod's network comes up (gated) while its pages arrive.
                     bring_up = _Job(lambda: self._bring_up(rec))
@@ -642,7 +890,8 @@ class CriuRuntime:
                     self._teardown(rec)
                     raise
             finally:
-                shutil.rmtree(unpack, ignore_errors=True)
+                if ref.key not in self._pulls:  # else the lazy-pages daemon still reads it
+                    shutil.rmtree(unpack, ignore_errors=True)
             return self._info(rec, "running"), sha
 
     def _bring_up(self, rec: PodRecord) -> None:
@@ -694,7 +943,7 @@ class CriuRuntime:
             else {})
 
     def _restore_into(self, rec: PodRecord, images: Path, restore_dir: str, *,
-                      fresh: bool) -> None:
+                      fresh: bool, keep: bool = False, lazy_work: Path | None = None) -> None:
         """Run `criu restore` for `rec` from `images/restore_dir`: in its new, gated
         namespace (`fresh`, destination: `_bring_up` made it) or in the pod's own namespace
         (rollback on the source)."""
@@ -706,6 +955,8 @@ class CriuRuntime:
             args = ["restore", "-D", str(images / restore_dir), "--tcp-established",
                     "--shell-job", "-d", "--pidfile",
                     str(pidfile), "-o", "restore.log"]
+            if lazy_work is not None:
+                args += ["--lazy-pages", "-W", str(lazy_work)]
             res = self.tool.run(args, netns=rec.netns)
             self._keep_log(images / restore_dir / "restore.log", "restore", rec)
             if res.returncode != 0:
@@ -725,7 +976,7 @@ class CriuRuntime:
             log.info("restore %s: criu restore %.3fs, open %.3fs", rec.key, t2 - t1,
                      time.monotonic() - t2)
         except BaseException:
-            if fresh:
+            if fresh and not keep:
                 self._teardown(rec)
             raise
 
@@ -770,7 +1021,10 @@ class CriuRuntime:
             if rec is None:
                 return None
             self._stop_page_server(ref.key)
-            if rec.state in ("frozen", "freezing"):
+            if rec.state in ("frozen", "freezing") and rec.lazy and \
+                    self._lazy_dump_alive(rec):
+                self._resume_lazy(rec)
+            elif rec.state in ("frozen", "freezing"):
                 if rec.alive():  # the dump never stopped it
                     rec.state = "running"
                     nets.set_host_link(self._podnet(rec), True)
@@ -799,8 +1053,17 @@ class CriuRuntime:
             return True
 
     def _teardown(self, rec: PodRecord) -> None:
-        """Kill the pod, delete its namespace, images and record."""
+        """Kill the pod, delete its namespace, images and record (on a source, after its
+        lazy dump served every page)."""
         self._stop_page_server(rec.key)
+        self._stop_pull(rec.key)
+        if rec.lazy and rec.state in ("frozen", "freezing"):
+            self._wait_lazy_served(rec)
+        if rec.lazy.get("old_netns"):
+            nets.delete_pod_net(nets.PodNet(
+                netns=str(rec.lazy["old_netns"]), node_netns=self.net.netns,
+                bridge=self.net.bridge, host_veth=str(rec.lazy.get("old_veth", "")),
+                ip=rec.ip, prefix=rec.prefix, mac=rec.mac))
         if rec.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.pid, signal.SIGKILL)
@@ -809,6 +1072,19 @@ class CriuRuntime:
         nets.delete_pod_net(self._podnet(rec))
         shutil.rmtree(self._pod_dir(rec), ignore_errors=True)
         self.pods.delete(rec.namespace, rec.name)
+
+
+@dataclass
+class _LazyDump:
+    proc: subprocess.Popen[bytes]
+    relay: lazy.Relay
+
+
+@dataclass
+class _LazyPull:
+    proc: subprocess.Popen[bytes]
+    pull: lazy.Pull
+    unpack: Path
 
 
 class _Job:

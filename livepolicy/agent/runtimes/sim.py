@@ -231,6 +231,15 @@ class SimRuntime:
             padding -= len(piece)
         return RoundResult(bytes=nbytes, dirty_bytes=0, seconds=seconds, frozen=True)
 
+    def checkpoint_lazy(self, ref: PodRef, sink: Sink, *, on_pull: Callable[[], bool]
+                        ) -> RoundResult:
+        """Post-copy: the same image, frozen only for the state (memory follows later;
+        the simulated destination never pulls, so `on_pull` is not called)."""
+        if not self._features.post_copy:
+            raise conflict("post_copy_unavailable", "post-copy is off on this node")
+        result = self.checkpoint(ref, sink, previous_dirty_bytes=0, slowdown=1.0)
+        return RoundResult(bytes=0, dirty_bytes=0, seconds=result.seconds, frozen=True)
+
     def link_delay(self, nbytes: int, slowdown: float) -> float:
         seconds = self._link_seconds(nbytes, slowdown)
         self._sleep(seconds)
