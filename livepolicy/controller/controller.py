@@ -135,7 +135,7 @@ class Controller:
                               renew_every=max(0.5, o.lease_duration / 7.5),
                               renew_deadline=o.lease_duration * 2 / 3)
         self.elector = Elector(self.lock, retry=max(0.5, o.lease_duration / 7.5),
-                               on_change=self._on_leader)
+                               on_change=self._on_leader, on_error=self._lease_error)
         self.writer = LeaderWriter(client, self.elector, self.stores["Pod"],
                                    dry_run=o.dry_run)
         self.server = HealthServer(o.metrics_host, o.metrics_port, self.metrics,
@@ -175,6 +175,10 @@ class Controller:
 
     def _watch_error(self, kind: str, message: str) -> None:
         self.log("watch-error", "warning", kind=kind, message=message)
+
+    def _lease_error(self, message: str) -> None:
+        self.log("lease-error", "warning", lease=f"{self.lock.namespace}/{self.lock.name}",
+                 message=message)
 
     def _on_leader(self, leader: bool, why: str) -> None:
         self.metrics.is_leader.set(1 if leader else 0)

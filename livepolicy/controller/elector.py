@@ -20,10 +20,12 @@ from livepolicy.kube.lease import LeaseHeld, LeaseLock
 
 class Elector:
     def __init__(self, lock: LeaseLock, *, retry: float = 2.0,
-                 on_change: Callable[[bool, str], None] | None = None) -> None:
+                 on_change: Callable[[bool, str], None] | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
         self.lock = lock
         self.retry = retry
         self.on_change = on_change or (lambda leader, why: None)
+        self.on_error = on_error or (lambda message: None)
         self.was_leader = False
         self.holder = ""  # who holds it, as last seen by a standby
         self.last_error = ""
@@ -62,6 +64,8 @@ class Elector:
                 self.on_change(False, f"standby: the Lease is held by {holder}")
             return
         except KubeError as exc:
+            if exc.message != self.last_error:  # once per distinct problem, not per retry
+                self.on_error(exc.message)
             self.last_error = exc.message
             return
         self.was_leader = True

@@ -30,7 +30,7 @@ class EventLog:
     def __init__(self, stream: TextIO | None = None, *, as_json: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.as_json = as_json
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: the signal handler logs too
 
     def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
         now = time.time()
