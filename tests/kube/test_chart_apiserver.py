@@ -178,7 +178,7 @@ def test_every_rendered_object_passes_server_side_dry_run(
         kube: KubeClient, release_ns: str, service_monitor_crd: None, tmp_path: Path,
         variant: str) -> None:
     objs = render(tmp_path, CUSTOM_VALUES if variant == "custom" else None, namespace=NS)
-    assert len(objs) >= 14
+    assert len(objs) >= 13  # the custom criu agent has no role
     for obj in objs:
         out = apply(kube, obj, dry_run=True)
         assert (out["kind"], out["metadata"]["name"]) == (obj["kind"], obj["metadata"]["name"])
@@ -209,38 +209,50 @@ def test_an_invalid_object_is_refused_by_the_dry_run(kube: KubeClient, release_n
 def test_pod_security_admission_judges_the_pod_templates(kube: KubeClient,
                                                          kube_env: KubeTestEnv,
                                                          tmp_path: Path) -> None:
-    """The controller's pods pass the `restricted` Pod Security Standard; the agent's need
-    `privileged` (hostPID, hostPath, capabilities) and are refused under `baseline`."""
+    """The real Pod Security admission: the controller's pods pass `restricted`; the
+    agent's need `privileged`, and `baseline` names exactly why: the kubelet agent only
+    for the node's network and its host paths (no capability), the criu agent also for
+    the host PID namespace, its capabilities and the unconfined seccomp/AppArmor."""
     objs = render(tmp_path, namespace=NS)
+    criu = find(render(tmp_path, {"agent": {"runtime": "criu"}}, namespace=NS), "DaemonSet")
+    sim = find(render(tmp_path, {"agent": {"runtime": "sim", "hostNetwork": False}},
+                      namespace=NS), "DaemonSet")
     levels = {"restricted": "lp-chart-restricted", "baseline": "lp-chart-baseline",
               "privileged": "lp-chart-privileged"}
 
-    def admit(workload: dict[str, Any], ns: str) -> tuple[int, Any]:
+    def admit(workload: dict[str, Any], level: str) -> tuple[int, str]:
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": f"pss-{workload['kind'].lower()}"},
                "spec": pod_spec(workload)}
-        return kube_env.request("POST", f"{PODS.path(ns)}?dryRun=All", pod)  # full message
+        status, body = kube_env.request("POST", f"{PODS.path(levels[level])}?dryRun=All",
+                                        pod)  # the server's whole message
+        return status, body.get("message", "") if isinstance(body, dict) else str(body)
 
     try:
         for level, ns in levels.items():
             make_namespace(kube, ns, {"pod-security.kubernetes.io/enforce": level})
-        status, body = admit(find(objs, "Deployment"), levels["restricted"])
-        assert status == 201, body
-        agent = find(objs, "DaemonSet")
-        status, body = admit(agent, levels["privileged"])
-        assert status == 201, body
-        for level in ("baseline", "restricted"):
-            status, body = admit(agent, levels[level])
-            assert status == 403, body
-            message = body["message"]
-            assert f'violates PodSecurity "{level}:latest"' in message
-            for what in ("host namespaces (hostNetwork=true, hostPID=true)", "SYS_ADMIN",
-                         'volumes "state", "containerd-socket", "kubelet-checkpoints"'):
-                assert what in message, (what, message)
-        # Of the capability list, these six are beyond the runtime's default set.
-        assert ('must not include "CHECKPOINT_RESTORE", "DAC_READ_SEARCH", "NET_ADMIN", '
-                '"SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE" in') in admit(
-                    agent, levels["baseline"])[1]["message"]
+        assert admit(find(objs, "Deployment"), "restricted")[0] == 201
+        assert admit(sim, "restricted")[0] == 201
+        kubelet = find(objs, "DaemonSet")
+        for agent in (kubelet, criu):
+            assert admit(agent, "privileged")[0] == 201
+            for level in ("baseline", "restricted"):
+                status, message = admit(agent, level)
+                assert status == 403 and f'violates PodSecurity "{level}:latest"' in message
+        status, message = admit(kubelet, "baseline")
+        assert message.split(": ", 2)[2] == (
+            'host namespaces (hostNetwork=true), hostPath volumes (volumes "state", '
+            '"containerd-socket", "kubelet-checkpoints", "containerd-config"), hostPort '
+            '(container "agent" uses hostPort 7474)'), message
+        status, message = admit(criu, "baseline")
+        for what in ("host namespaces (hostNetwork=true, hostPID=true)",
+                     'hostPath volumes (volumes "state", "containerd-socket", '
+                     '"kubelet-checkpoints")', 'seccompProfile.type to "Unconfined"',
+                     'AppArmor profile type to "Unconfined"',
+                     # Of the CRIU list, these six are beyond the runtime's default set.
+                     'must not include "CHECKPOINT_RESTORE", "DAC_READ_SEARCH", "NET_ADMIN", '
+                     '"SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE" in'):
+            assert what in message, (what, message)
     finally:
         for ns in levels.values():
             drop_namespace(kube, ns)
@@ -439,24 +451,47 @@ def test_controller_real_calls(kube: KubeClient, kube_env: KubeTestEnv, controll
         kube.delete(LEASES, "livepolicy-controller", NS)
 
 
-def test_agent_service_account_can_only_record_events(
-        kube: KubeClient, kube_env: KubeTestEnv, installed_rbac: list[dict[str, Any]],
-        workload: dict[str, str], tmp_path: Path) -> None:
+def test_kubelet_agent_service_account(kube: KubeClient, kube_env: KubeTestEnv,
+                                       installed_rbac: list[dict[str, Any]],
+                                       workload: dict[str, str], tmp_path: Path) -> None:
+    """What the kubelet runtime does with its token: checkpoint through the kubelet
+    (`create` on nodes/checkpoint), read the source pod, create the copy, delete the
+    source, hand labels over; nothing else."""
     token = kube_env.service_account_token(NS, AGENT_SA)
-    for group in ("", "events.k8s.io"):
-        assert can(kube_env, token, "create", "events", group=group, namespace="shop")
-    for verb, resource, ns in (("get", "secrets", NS), ("list", "pods", ""),
-                               ("get", "nodes", ""), ("patch", "pods", NS),
-                               ("patch", "events", NS), ("get", "configmaps", NS)):
-        assert not can(kube_env, token, verb, resource, namespace=ns), (verb, resource)
+    assert can(kube_env, token, "create", "nodes", name=workload["node"],
+               subresource="checkpoint")
+    for verb in ("get", "list", "create", "delete", "patch"):
+        assert can(kube_env, token, verb, "pods", namespace="shop"), verb
+    for verb, resource, ns, sub in (
+            ("get", "secrets", NS, ""), ("list", "secrets", "", ""), ("get", "nodes", "", ""),
+            ("patch", "nodes", "", ""), ("get", "nodes", "", "proxy"),
+            ("update", "pods", "shop", ""), ("watch", "pods", "", ""),
+            ("create", "pods", "shop", "exec"), ("create", "pods", "shop", "eviction"),
+            ("patch", "pods", "shop", "status"), ("create", "events", "shop", ""),
+            ("get", "configmaps", NS, ""), ("create", "serviceaccounts", NS, "token"),
+            ("update", "leases", NS, "")):
+        group = "coordination.k8s.io" if resource == "leases" else ""
+        assert not can(kube_env, token, verb, resource, group=group, namespace=ns,
+                       subresource=sub), (verb, resource, sub)
     kc = kube_env.token_kubeconfig(token, tmp_path / "agent-kubeconfig")
+    pod = workload["pod"]
     with KubeClient.from_config(str(kc)) as sa:
-        sa.create(CORE_EVENTS, {
-            "metadata": {"generateName": "web-0-"}, "type": "Normal", "reason": "Checkpointed",
-            "message": "checkpoint written", "involvedObject": {
-                "kind": "Pod", "namespace": NS, "name": workload["pod"]}}, NS)
+        on_node = sa.list(PODS, field_selector="spec.nodeName=lp-chart-node").items
+        assert on_node == []  # nothing is scheduled in the test apiserver
+        source = sa.get(PODS, pod, NS)
+        copy = sa.create(PODS, {"metadata": {"name": f"{pod}-0a1b2c3d", "labels": {
+            "livepolicy.io/restored-from-uid": source["metadata"]["uid"]}},
+            "spec": {"nodeName": workload["node"], "containers": [
+                {"name": "web", "image": "localhost/livepolicy/checkpoint-web:1",
+                 "imagePullPolicy": "Never"}]}}, NS)
+        sa.patch(PODS, copy["metadata"]["name"], {"metadata": {"labels": {"app": "web"}}}, NS)
+        sa.delete(PODS, copy["metadata"]["name"], NS)
         forbidden(lambda: sa.get(SECRETS, "lp-livepolicy-agent-token", NS), AGENT_SA)
-        forbidden(lambda: sa.list(PODS), AGENT_SA)
+        forbidden(lambda: sa.patch(NODES, workload["node"], {"spec": {"unschedulable": True}}),
+                  AGENT_SA)
+        forbidden(lambda: sa.create(CORE_EVENTS, {
+            "metadata": {"generateName": "web-0-"}, "reason": "x", "message": "x",
+            "involvedObject": {"kind": "Pod", "namespace": NS, "name": pod}}, NS), AGENT_SA)
 
 
 def test_rendered_rbac_is_what_was_applied(kube: KubeClient,

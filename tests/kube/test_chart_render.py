@@ -27,6 +27,7 @@ from ruamel.yaml import YAML
 import livepolicy
 from livepolicy.agent import AgentClient, AgentError
 from livepolicy.agent.main import build_parser
+from livepolicy.agent.runtimes.kubelet_setup import kubelet_options
 from tests.conftest import ROOT
 
 CHART = ROOT / "deploy" / "helm" / "livepolicy"
@@ -62,9 +63,11 @@ CLUSTER_INFO_RULES = [
     {"apiGroups": [""], "resources": ["configmaps"],
      "resourceNames": ["livepolicy-cluster-info"], "verbs": ["get"]},
 ]
+# The kubelet runtime's (docs/kubelet-runtime.md); criu and sim agents get no role.
 AGENT_CLUSTER_RULES = [
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["nodes/checkpoint"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["pods"],
+     "verbs": ["get", "list", "create", "delete", "patch"]},
 ]
 CRIU_CAPABILITIES = ["SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "CHECKPOINT_RESTORE",
                      "SYS_RESOURCE", "DAC_OVERRIDE", "DAC_READ_SEARCH", "SETUID", "SETGID",
@@ -81,8 +84,8 @@ CUSTOM_VALUES: dict[str, Any] = {
                    "rbac": {"clusterInfo": False}, "priorityClassName": "system-cluster-critical",
                    "serviceAccount": {"annotations": {
                        "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/lp"}}},
-    "agent": {"runtime": "sim", "privileged": True, "hostNetwork": False,
-              "dirtyTracking": False, "postCopy": True, "tcpEstablished": True,
+    "agent": {"runtime": "criu", "privileged": True, "hostNetwork": False,
+              "criu": {"dirtyTracking": False, "postCopy": True, "tcpEstablished": True},
               "token": "t" * 32, "stateDir": {"type": "tmpfs"},
               "tls": {"existingSecret": "agent-certs", "requireClientCert": True},
               # helm merges maps with the defaults; null drops a default key
@@ -164,10 +167,12 @@ def test_helm_lint_default_and_custom_values(tmp_path: Path) -> None:
     ({"agent": {"token": "short"}}, "at '/agent/token'"),
     ({"agent": {"stateDir": {"type": "nfs"}}}, "at '/agent/stateDir/type'"),
     ({"controller": {"replica": 2}}, "additional properties 'replica' not allowed"),
-    ({"agent": {"capabilities": ["SYS_ADMIN", "sys_ptrace"]}}, "at '/agent/capabilities/1'"),
+    ({"agent": {"criu": {"capabilities": ["SYS_ADMIN", "sys_ptrace"]}}},
+     "at '/agent/criu/capabilities/1'"),
+    ({"agent": {"runtime": "runc"}}, "at '/agent/runtime'"),
     ({"policies": {"existingConfigMap": "other/policies"}}, "must be in the release namespace"),
     ({"agent": {"tls": {"dnsNames": [], "ipAddresses": []}}}, "give dnsNames or ipAddresses"),
-    ({"agent": {"runtime": "criu", "criuNodeConfig": ""}}, "agent.criuNodeConfig"),
+    ({"agent": {"runtime": "criu", "criu": {"nodeConfig": ""}}}, "agent.criu.nodeConfig"),
 ])
 def test_bad_values_are_refused_with_the_value_named(tmp_path: Path, values: dict[str, Any],
                                                      message: str) -> None:
@@ -266,33 +271,47 @@ def test_rbac_rules_are_exactly_least_privilege(tmp_path: Path) -> None:
             assert b["subjects"] == [{"kind": "ServiceAccount", "name": sa,
                                       "namespace": NAMESPACE}]
             assert b["roleRef"]["name"] == name
-    verbs = {v for o in objs if o["kind"] in ("ClusterRole", "Role") for r in o["rules"]
-             for v in r["verbs"]}
+    roles = [o for o in objs if o["kind"] in ("ClusterRole", "Role")]
+    verbs = {v for o in roles if not o["metadata"]["name"].startswith(agent)
+             for r in o["rules"] for v in r["verbs"]}
     assert verbs == {"get", "list", "watch", "patch", "create", "update"}  # no delete, no *
-    assert not any("secrets" in r["resources"] or "*" in r["resources"]
-                   for o in objs if o["kind"] in ("ClusterRole", "Role") for r in o["rules"])
+    assert not any("secrets" in r["resources"] or "*" in r["resources"] or "*" in r["verbs"]
+                   for o in roles for r in o["rules"])
+    # criu and sim agents call no API: no role, no token in the pod.
+    for runtime in ("criu", "sim"):
+        other = render(tmp_path, {"agent": {"runtime": runtime}})
+        assert not [o for o in other if o["kind"].endswith(("Role", "RoleBinding"))
+                    and o["metadata"]["name"].startswith(agent)]
+        assert pod_spec(find(other, "DaemonSet"))["automountServiceAccountToken"] is False
+        assert find(other, "ServiceAccount", agent)["automountServiceAccountToken"] is False
 
 
-def test_agent_has_what_criu_needs_and_no_more(tmp_path: Path) -> None:
+def test_kubelet_agent_is_root_without_capabilities(tmp_path: Path) -> None:
+    """The default runtime: the kubelet checkpoints and containerd restores, so the agent
+    needs root (file ownership on the host paths) and no capability at all."""
     ds = find(render(tmp_path), "DaemonSet")
     spec = pod_spec(ds)
-    assert spec["hostPID"] is True and spec["hostNetwork"] is True
+    assert "hostPID" not in spec and spec["hostNetwork"] is True
     assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert spec["automountServiceAccountToken"] is True  # the kubelet and the API
     assert spec["nodeSelector"] == {"provisioner.cast.ai/managed-by": "cast.ai"}
     assert spec["tolerations"] == [{"operator": "Exists"}]
-    assert spec["securityContext"]["seccompProfile"] == {"type": "Unconfined"}
+    assert spec["securityContext"] == {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False,
+                                       "seccompProfile": {"type": "RuntimeDefault"}}
     (c,) = spec["containers"]
     assert c["securityContext"] == {"readOnlyRootFilesystem": True, "privileged": False,
-                                    "allowPrivilegeEscalation": True,
-                                    "capabilities": {"drop": ["ALL"],
-                                                     "add": CRIU_CAPABILITIES}}
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}}
     host = {v["name"]: v["hostPath"] for v in spec["volumes"] if "hostPath" in v}
     assert host == {
         "state": {"path": "/var/lib/livepolicy-agent", "type": "DirectoryOrCreate"},
         "containerd-socket": {"path": "/run/containerd/containerd.sock", "type": "Socket"},
         "kubelet-checkpoints": {"path": "/var/lib/kubelet/checkpoints",
                                 "type": "DirectoryOrCreate"},
+        "containerd-config": {"path": "/etc/containerd/config.toml", "type": "File"},
     }
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["containerd-config"]["readOnly"] is True
     secrets = {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
     assert {s["defaultMode"] for s in secrets.values()} == {0o400}  # written 256
     assert secrets["token"]["secretName"] == "lp-livepolicy-agent-token"
@@ -301,6 +320,35 @@ def test_agent_has_what_criu_needs_and_no_more(tmp_path: Path) -> None:
     assert not any("TOKEN" in e["name"] for e in c["env"])
     assert c["args"][c["args"].index("--token-file") + 1] == "/etc/livepolicy/agent-token/token"
     assert "tcpSocket" in c["readinessProbe"] and "tcpSocket" in c["livenessProbe"]
+
+
+def test_criu_agent_has_what_criu_needs_and_no_more(tmp_path: Path) -> None:
+    ds = find(render(tmp_path, {"agent": {"runtime": "criu"}}), "DaemonSet")
+    spec = pod_spec(ds)
+    assert spec["hostPID"] is True and spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["seccompProfile"] == {"type": "Unconfined"}
+    assert spec["securityContext"]["appArmorProfile"] == {"type": "Unconfined"}
+    assert spec["securityContext"]["runAsUser"] == 0
+    (c,) = spec["containers"]
+    assert c["securityContext"] == {"readOnlyRootFilesystem": True, "privileged": False,
+                                    "allowPrivilegeEscalation": True,
+                                    "capabilities": {"drop": ["ALL"],
+                                                     "add": CRIU_CAPABILITIES}}
+    host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    assert host == {"state": "/var/lib/livepolicy-agent",
+                    "containerd-socket": "/run/containerd/containerd.sock",
+                    "kubelet-checkpoints": "/var/lib/kubelet/checkpoints"}
+    assert c["args"][c["args"].index("--criu-node-config") + 1] == (
+        "/etc/livepolicy/node/network.json")
+    assert not [a for a in c["args"] if str(a).startswith("--kubelet")]
+
+
+def test_sim_agent_needs_nothing_from_the_host(tmp_path: Path) -> None:
+    spec = pod_spec(find(render(tmp_path, {"agent": {"runtime": "sim"}}), "DaemonSet"))
+    assert not [v for v in spec["volumes"] if "hostPath" in v]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_custom_values_render(tmp_path: Path) -> None:
@@ -324,7 +372,7 @@ def test_custom_values_render(tmp_path: Path) -> None:
 
     ds = find(objs, "DaemonSet", "lpx-agent")
     spec = pod_spec(ds)
-    assert spec["hostNetwork"] is False and "dnsPolicy" not in spec
+    assert spec["hostNetwork"] is False and "dnsPolicy" not in spec and spec["hostPID"]
     (a,) = spec["containers"]
     assert a["securityContext"] == {"readOnlyRootFilesystem": True, "privileged": True}
     assert spec["nodeSelector"] == {"node.kubernetes.io/instance-type": "m5.large"}
@@ -334,8 +382,7 @@ def test_custom_values_render(tmp_path: Path) -> None:
     assert tls["secret"]["secretName"] == "agent-certs"
     for flag in ("--no-dirty-tracking", "--post-copy", "--tcp-established", "--tls-client-ca"):
         assert flag in a["args"]
-    assert "--criu-node-config" not in a["args"] and a["args"][-2:] == ["--architecture",
-                                                                        "amd64"]
+    assert a["args"][-2:] == ["--architecture", "amd64"]
     # The given token is used; the existing TLS Secret is not the chart's to create.
     token = find(objs, "Secret", "lpx-agent-token")
     assert secret_data(token, "token") == b"t" * 32
@@ -372,12 +419,24 @@ def agent_args(ds: dict[str, Any], env: dict[str, str], mounts: dict[str, Path])
 
 def test_default_agent_arguments_are_real_agent_flags(tmp_path: Path) -> None:
     ds = find(render(tmp_path), "DaemonSet")
-    args = agent_args(ds, {"NODE_NAME": "ip-10-0-1-2.ec2.internal", "NODE_ADDRESS": "10.0.1.2"},
-                      {})
+    env = {"NODE_NAME": "ip-10-0-1-2.ec2.internal", "POD_IP": "10.0.1.2", "HOST_IP": "10.0.1.9"}
+    args = agent_args(ds, env, {})
     ns = build_parser().parse_args(args)  # argparse exits 2 on an unknown flag or choice
-    assert ns.runtime == "criu" and ns.port == 7474 and ns.address == "10.0.1.2"
-    assert ns.max_image_bytes == 256 * 2**20 and ns.dirty_tracking is None
+    assert ns.runtime == "kubelet" and ns.port == 7474 and ns.address == "10.0.1.2"
+    assert ns.max_image_bytes == 256 * 2**20
     assert str(ns.tls_ca) == "/etc/livepolicy/agent-tls/ca.crt" and ns.tls_client_ca is None
+    kubelet = kubelet_options(ns)
+    assert kubelet.url == "https://10.0.1.9:10250" and not kubelet.problems()
+    assert str(kubelet.ca_file) == "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    assert str(kubelet.token_file) == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert str(kubelet.checkpoints_dir) == "/var/lib/kubelet/checkpoints"
+    assert kubelet.containerd_address == "/run/containerd/containerd.sock"
+    assert str(kubelet.containerd_config) == "/etc/containerd/config.toml"
+    assert kubelet.kubeconfig is None  # in-cluster
+    ns = build_parser().parse_args(agent_args(find(render(tmp_path, {"agent": {
+        "runtime": "criu", "criu": {"tcpEstablished": True}}}), "DaemonSet"), env, {}))
+    assert ns.runtime == "criu" and ns.tcp_established and ns.dirty_tracking is None
+    assert str(ns.criu_node_config) == "/etc/livepolicy/node/network.json"
 
 
 @pytest.fixture()
@@ -395,7 +454,7 @@ def rendered_agent(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     assert tls["type"] == "kubernetes.io/tls"
     for key in ("tls.crt", "tls.key", "ca.crt"):
         (tls_dir / key).write_bytes(secret_data(tls, key))
-    args = agent_args(find(objs, "DaemonSet"), {"NODE_NAME": "node-a", "NODE_ADDRESS": "127.0.0.1"},
+    args = agent_args(find(objs, "DaemonSet"), {"NODE_NAME": "node-a", "POD_IP": "127.0.0.1"},
                       {"/etc/livepolicy/agent-token": token_dir,
                        "/etc/livepolicy/agent-tls": tls_dir, "/var/lib/livepolicy-agent": state})
     port = args.index("--port") + 1
