@@ -21,7 +21,9 @@ import pytest
 
 from livepolicy.agent import AgentClient, AgentConfig, new_key
 from livepolicy.agent.client import AgentError
+from livepolicy.agent.config import KubeletOptions
 from livepolicy.agent.runtimes import kubelet_pods as kp
+from livepolicy.agent.runtimes import make_runtime
 from livepolicy.agent.runtimes.kubelet import KubeletRuntime
 from livepolicy.agent.runtimes.kubelet_api import KubeletAuth, KubeletClient
 from livepolicy.agent.runtimes.kubelet_image import ContainerdImages, ContainerdInfo
@@ -288,3 +290,23 @@ def test_kubelet_without_checkpoint_gate_fails_the_checkpoint_not_the_pod(
     assert not [c for c in fake_ctr.commands() if c[:2] == ["tasks", "pause"]]
     src.rollback(mid)
     assert src.list_pods()["pods"][0]["state"] == "running"
+
+
+def test_agent_config_builds_the_runtime(kube_env: KubeTestEnv, tmp_path: Path,
+                                         fake_kubelet: FakeKubelet, fake_ctr: FakeCtr) -> None:
+    """`--runtime kubelet` as `make_runtime` builds it from the agent's config."""
+    options = KubeletOptions(url=fake_kubelet.url, ca_file=fake_kubelet.ca_file,
+                             token_file=fake_kubelet.token_file,
+                             checkpoints_dir=fake_kubelet.checkpoints, ctr=str(fake_ctr.path),
+                             containerd_config=fake_ctr.config,
+                             kubeconfig=kube_env.kubeconfig_path)
+    config = AgentConfig(node="node-1", token=secrets.token_urlsafe(24),
+                         state_dir=tmp_path / "agent", runtime="kubelet", kubelet=options)
+    config.validate()
+    runtime = make_runtime(config, threading.Event())
+    assert isinstance(runtime, KubeletRuntime) and runtime.info.restore
+    assert runtime.features().dirty_tracking is False
+    caps = (tmp_path / "agent" / "runtime-capabilities.json").read_text()
+    assert '"containerd_version": "2.1.4"' in caps and '"restore": true' in caps
+    bad = replace(config, kubelet=replace(options, url="http://x", client_cert=Path("c")))
+    assert len(bad.problems()) == 2
