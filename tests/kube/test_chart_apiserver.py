@@ -71,6 +71,10 @@ KINDS: dict[str, Resource] = {r.kind: r for r in (
              namespaced=False),
     Resource("Role", "rbac.authorization.k8s.io/v1", "roles"),
     Resource("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings"),
+    Resource("ValidatingAdmissionPolicy", "admissionregistration.k8s.io/v1",
+             "validatingadmissionpolicies", namespaced=False),
+    Resource("ValidatingAdmissionPolicyBinding", "admissionregistration.k8s.io/v1",
+             "validatingadmissionpolicybindings", namespaced=False),
 )}
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 # The Prometheus Operator's CRD, reduced to what the API server needs to accept objects.
@@ -96,8 +100,9 @@ def apply(kube: KubeClient, obj: dict[str, Any], *, dry_run: bool) -> dict[str, 
 
 
 def delete_quietly(kube: KubeClient, res: Resource, name: str, ns: str | None) -> None:
+    """Delete if present; pods at once (no kubelet here confirms a graceful deletion)."""
     try:
-        kube.delete(res, name, ns)
+        kube.delete(res, name, ns, grace_period=0 if res is PODS else None)
     except KubeError as exc:
         if not exc.not_found:
             raise
@@ -485,13 +490,109 @@ def test_kubelet_agent_service_account(kube: KubeClient, kube_env: KubeTestEnv,
                 {"name": "web", "image": "localhost/livepolicy/checkpoint-web:1",
                  "imagePullPolicy": "Never"}]}}, NS)
         sa.patch(PODS, copy["metadata"]["name"], {"metadata": {"labels": {"app": "web"}}}, NS)
-        sa.delete(PODS, copy["metadata"]["name"], NS)
+        sa.delete(PODS, copy["metadata"]["name"], NS, grace_period=0)
         forbidden(lambda: sa.get(SECRETS, "lp-livepolicy-agent-token", NS), AGENT_SA)
         forbidden(lambda: sa.patch(NODES, workload["node"], {"spec": {"unschedulable": True}}),
                   AGENT_SA)
         forbidden(lambda: sa.create(CORE_EVENTS, {
             "metadata": {"generateName": "web-0-"}, "reason": "x", "message": "x",
             "involvedObject": {"kind": "Pod", "namespace": NS, "name": pod}}, NS), AGENT_SA)
+
+
+def pod_bound_token(env: KubeTestEnv, pod: dict[str, Any]) -> str:
+    """The token the kubelet would mount in `pod`: bound to it, so naming its node."""
+    meta = pod["metadata"]
+    status, body = env.request(
+        "POST", f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/"
+        f"{pod['spec']['serviceAccountName']}/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
+            "expirationSeconds": 3600, "boundObjectRef": {
+                "kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]}}})
+    assert status == 201, body
+    return str(body["status"]["token"])
+
+
+def test_agent_pod_writes_are_confined_to_its_own_node(
+        kube: KubeClient, kube_env: KubeTestEnv, installed_rbac: list[dict[str, Any]],
+        tmp_path: Path) -> None:
+    """The chart's ValidatingAdmissionPolicy, enforced by the real API server: with the
+    token of its pod on node A, the agent creates restored copies on A only, deletes and
+    changes pods of A only, and may hand labels over to a copy elsewhere (the commit)."""
+    policy = [o for o in render(tmp_path, namespace=NS)
+              if o["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert len(policy) == 2
+    a, b = "lp-chart-a", "lp-chart-b"
+
+    def pod(name: str, node: str, labels: dict[str, str] | None = None,
+            sa: str | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"nodeName": node,
+                                "containers": [{"name": "c", "image": "nginx"}]}
+        if sa:
+            spec["serviceAccountName"] = sa
+        return {"metadata": {"name": name, "labels": labels or {}}, "spec": spec}
+
+    copy_label = {"livepolicy.io/restored-from-uid": "0f0e"}
+    made: list[str] = []
+    try:
+        for node in (a, b):
+            kube.create(NODES, {"metadata": {"name": node}})
+        agent_pod = kube.create(PODS, pod("agent-a", a, sa=AGENT_SA), NS)
+        for name, node, labels in (("web-a", a, {}), ("web-b", b, {}),
+                                   ("copy-b", b, copy_label)):
+            kube.create(PODS, pod(name, node, labels), NS)
+        made += ["agent-a", "web-a", "web-b", "copy-b"]
+        for obj in policy:
+            apply(kube, obj, dry_run=False)
+        kc = kube_env.token_kubeconfig(pod_bound_token(kube_env, agent_pod),
+                                       tmp_path / "agent-a")
+        unbound = kube_env.token_kubeconfig(kube_env.service_account_token(NS, AGENT_SA),
+                                            tmp_path / "agent-unbound")
+        with KubeClient.from_config(str(kc)) as sa, \
+                KubeClient.from_config(str(unbound)) as loose:
+
+            def refused(call: Callable[[], object], why: str) -> None:
+                with pytest.raises(KubeError) as err:
+                    call()
+                assert err.value.status in (403, 422), err.value
+                assert why in err.value.message, err.value.message
+
+            # The policy is enforced once the API server has loaded it.
+            wait_until = time.monotonic() + 30
+            for attempt in range(1000):
+                try:
+                    sa.create(PODS, pod(f"probe-{attempt}", b, copy_label), NS)
+                except KubeError as exc:
+                    assert "own node" in exc.message, exc.message
+                    break
+                kube.delete(PODS, f"probe-{attempt}", NS, grace_period=0)
+                assert time.monotonic() < wait_until, "the policy was never enforced"
+                time.sleep(0.2)
+
+            sa.create(PODS, pod("web-a-0a1b2c3d", a, copy_label), NS)
+            made.append("web-a-0a1b2c3d")
+            sa.patch(PODS, "web-a-0a1b2c3d", {"metadata": {"labels": {"app": "web"}}}, NS)
+            sa.patch(PODS, "copy-b", {"metadata": {"labels": {"app": "web"}}}, NS)  # handover
+            sa.delete(PODS, "web-a", NS, grace_period=0)
+            made.remove("web-a")
+            refused(lambda: sa.create(PODS, pod("x-b", b, copy_label), NS),
+                    "creates only restored copies")
+            refused(lambda: sa.create(PODS, pod("x-a", a), NS), "creates only restored copies")
+            refused(lambda: sa.delete(PODS, "web-b", NS), "deletes only pods of its own node")
+            refused(lambda: sa.delete(PODS, "copy-b", NS), "deletes only pods of its own node")
+            refused(lambda: sa.patch(PODS, "web-b", {"metadata": {"labels": {"x": "y"}}}, NS),
+                    "changes only pods of its own node")
+            refused(lambda: sa.patch(PODS, "copy-b", {"spec": {"activeDeadlineSeconds": 5}},
+                                     NS), "changes only pods of its own node")
+            refused(lambda: loose.create(PODS, pod("y-a", a, copy_label), NS),
+                    "token names no node")
+            assert sa.get(PODS, "web-b", NS)  # reads are RBAC's: the source is on A or B
+    finally:
+        for obj in policy:
+            delete_quietly(kube, KINDS[obj["kind"]], obj["metadata"]["name"], None)
+        for name in made:
+            delete_quietly(kube, PODS, name, NS)
+        for node in (a, b):
+            delete_quietly(kube, NODES, node, None)
 
 
 def test_rendered_rbac_is_what_was_applied(kube: KubeClient,

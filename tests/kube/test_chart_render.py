@@ -198,6 +198,8 @@ def test_default_render_objects(tmp_path: Path) -> None:
         ("Secret", ns, f"{agent}-tls"), ("Secret", ns, f"{agent}-token"),
         ("Service", ns, f"{ctl}-metrics"),
         ("ServiceAccount", ns, ctl), ("ServiceAccount", ns, agent),
+        ("ValidatingAdmissionPolicy", "", f"{agent}-own-node"),
+        ("ValidatingAdmissionPolicyBinding", "", f"{agent}-own-node"),
     ])
     for o in objs:
         labels = o["metadata"]["labels"]
