@@ -80,15 +80,18 @@ class LeaderWriter(LabelWriter):
     into the pod cache, and (dry run) does not repeat a would-apply it already checked."""
 
     def __init__(self, client: KubeClient, elector: Elector, pods: Store, *,
-                 dry_run: bool) -> None:
+                 dry_run: bool, stopping: threading.Event) -> None:
         super().__init__(client, dry_run=dry_run)
         self.elector = elector
+        self.stopping = stopping
         self.pods = pods
         self._checked: set[tuple[str, str, str | None, str]] = set()
 
     def patch(self, edit: LabelEdit, version: str) -> dict[str, Any]:
         if not self.elector.leader:
             raise KubeError("not written: this replica is no longer the leader")
+        if self.stopping.is_set():
+            raise KubeError("not written: the controller is stopping")
         out = super().patch(edit, version)
         if out and not self.dry_run:
             normalise(out, PODS)
@@ -136,8 +139,9 @@ class Controller:
                               renew_deadline=o.lease_duration * 2 / 3)
         self.elector = Elector(self.lock, retry=max(0.5, o.lease_duration / 7.5),
                                on_change=self._on_leader, on_error=self._lease_error)
+        self.stop_event = threading.Event()
         self.writer = LeaderWriter(client, self.elector, self.stores["Pod"],
-                                   dry_run=o.dry_run)
+                                   dry_run=o.dry_run, stopping=self.stop_event)
         self.server = HealthServer(o.metrics_host, o.metrics_port, self.metrics,
                                    self.healthz, self.readyz)
         self.debounce = Debouncer(o.quiet, o.max_delay)
@@ -145,7 +149,6 @@ class Controller:
         self.assessments = 0
         self.last_outcomes: list[LabelOutcome] = []
         self.heartbeat = time.monotonic()
-        self.stop_event = threading.Event()
         self._cond = threading.Condition()
         self._info_parts: tuple[dict[str, Any], dict[str, Any] | None] | None = None
         self._next_resync = 0.0
