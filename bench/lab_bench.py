@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from livepolicy.agent.client import AgentClientError
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.core.quantity import bytes_of, parse_bandwidth
 from livepolicy.lab.client import StreamClient
-from livepolicy.lab.lab import Lab
+from livepolicy.lab.lab import Lab, LabError
 from livepolicy.lab.move import MoveResult, move_pod
 from livepolicy.lab.source import LabSource
 from livepolicy.planner.estimate import estimate
@@ -114,8 +115,11 @@ def moves(lab: Lab, key: str, count: int, *, iterative: bool,
                               reply_timeout=300).start()
         client.wait_replies(20)
         dest = "lab-2" if node.name == "lab-1" else "lab-1"
-        result: MoveResult = move_pod(lab, key, dest, iterative=iterative,
-                                      post_copy=post_copy)
+        try:
+            result: MoveResult = move_pod(lab, key, dest, iterative=iterative,
+                                          post_copy=post_copy)
+        except (AgentClientError, LabError) as exc:  # past post-copy's commit point
+            result = MoveResult("?", key, node.name, dest, ok=False, error=str(exc))
         client.wait_replies(20, timeout=60)
         stats = client.stop()
         row = {"ok": result.ok and stats.ok, "error": result.error or "; ".join(stats.errors),

@@ -120,6 +120,8 @@ class AgentService:
         self._keys: dict[str, bytes] = {}  # migration keys: memory only, never on disk
         self._lock = threading.Lock()
         self._mid_locks: dict[str, threading.Lock] = {}
+        if hasattr(self.runtime, "pull_hook"):  # criu: pulls of dumps served again
+            self.runtime.pull_hook = self._pulled_pod
         self._recover()
 
     # -- startup -------------------------------------------------------------------------
@@ -420,6 +422,14 @@ class AgentService:
             return True
         finally:
             lock.release()
+
+    def _pulled_pod(self, ref: PodRef) -> bool:
+        """`_pulled` for the source migration of `ref` (a lazy dump served again)."""
+        for rec in self.migrations.all():
+            if (rec.role, rec.namespace, rec.name) == ("source", ref.namespace, ref.name) \
+                    and rec.post_copy and not rec.terminal:
+                return self._pulled(rec.mid)
+        return False
 
     def _precopy(self, rec: MigrationRecord, ref: PodRef, rnd: int, slowdown: float) -> Json:
         if rec.post_copy:

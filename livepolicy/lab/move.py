@@ -100,6 +100,10 @@ def move_pod(lab: Lab, pod: str, destination: str, *, mid: str | None = None,
         dst.restore(mid)
         step("verify")
         v = dst.verify(mid)
+        deadline = time.monotonic() + 60
+        while post_copy and not v.get("ok") and time.monotonic() < deadline:
+            time.sleep(0.1)  # past the commit point: wait for the pod (memory arriving)
+            v = dst.verify(mid)
         if not v.get("ok") or v.get("state_sha256") != final.get("state_sha256"):
             raise LabError(f"verification failed: {v.get('reason') or 'state differs'}")
         res.freeze_s = round(time.monotonic() - freeze_start, 4)

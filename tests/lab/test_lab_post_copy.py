@@ -159,3 +159,28 @@ spec:
     phases = [j["phase"] for j in journal if j.get("kind") == "phase"]
     assert phases == ["preparing", "checkpointing", "transferring", "committing",
                       "committed"]
+
+
+def test_source_agent_restart_after_the_lazy_checkpoint(lab: Lab, pod: str) -> None:
+    """A restarted source agent serves the lazy dump's pages again (same relay port and
+    key, as the sealed image already sent describes them); the move then completes."""
+    _, rec = lab.find_pod(pod)
+    c = _client(lab, pod)
+    mid, key = "t-lazy-restart", new_key()
+    src, dst = lab.node("lab-1").client(), lab.node("lab-2").client()
+    for agent, role, peer in ((src, "source", "lab-2"), (dst, "destination", "lab-1")):
+        agent.prepare(mid, role=role, pod=pod, uid=rec.uid, memory_bytes=0, key=key,
+                      peer=lab.node(peer).agent_url, memory_transfer="post-copy")
+    final = src.checkpoint(mid, round=0, final=True)
+    lab.restart_agent("lab-1")
+    src = lab.node("lab-1").client()
+    assert src.status(mid)["phase"] == "checkpointed"
+    src.transfer(mid, destination=lab.node("lab-2").agent_url, token=lab.node("lab-2").token())
+    dst.restore(mid)
+    assert nets.wait_for(lambda: bool(dst.verify(mid)["ok"]), 30, 0.2)
+    assert dst.verify(mid)["state_sha256"] == final["state_sha256"]
+    assert src.status(mid)["lazy_started"] is True  # the pull passed the source's point
+    src.commit(mid)
+    dst.commit(mid)
+    _finish(c)
+    assert lab.find_pod(pod)[0].name == "lab-2"

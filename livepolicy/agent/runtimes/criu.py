@@ -295,6 +295,9 @@ class CriuRuntime:
         )
         self._page_servers: dict[str, pages.PageServer] = {}
         self._lazy: dict[str, _LazyDump] = {}  # source: lazy dumps serving pages
+        # asked when a destination starts pulling the pages of a dump served again after a
+        # restart (the agent service sets it; until then such pulls are refused)
+        self.pull_hook: Callable[[PodRef], bool] = lambda ref: False
         self._pulls: dict[str, _LazyPull] = {}  # destination: lazy-pages daemons
         self._spares: list[tuple[str, str]] = []  # (netns, host veth), gated, unattached
         self._spare_wakeup = threading.Event()
@@ -411,9 +414,10 @@ class CriuRuntime:
         for rec in self.pods.all():
             if rec.state in ("freezing", "frozen") and rec.lazy and \
                     self._lazy_dump_alive(rec):
-                rec.state = "frozen"  # the lazy dump still holds it (no relay any more)
+                rec.state = "frozen"  # the lazy dump still holds it: serve it again
                 nets.set_host_link(self._podnet(rec), False)
                 self.pods.save(rec)
+                self._serve_lazy_again(rec)
             elif rec.state == "freezing":
                 if rec.alive():
                     rec.state = "running"
@@ -626,17 +630,40 @@ class CriuRuntime:
         relay = lazy.Relay(node_netns=self.net.netns, address=self.net.address,
                            pod_netns=rec.netns, criu_port=port, key=key, context=context,
                            on_pull=on_pull)
-        self._lazy[rec.key] = _LazyDump(proc, relay)
-        rec.lazy.update({"pid": proc.pid, "start": nets.proc_start_time(proc.pid) or 0})
+        start = nets.proc_start_time(proc.pid) or 0
+        self._lazy[rec.key] = _LazyDump(proc, proc.pid, start, relay)
+        # kept beside the plaintext images they protect (tmpfs, 0600): a restarted agent
+        # serves the pages again on the same port, as the sealed image describes them
+        rec.lazy.update({"pid": proc.pid, "start": start, "relay_port": relay.port,
+                         "relay_key": base64.b64encode(key).decode()})
         rec.state = "frozen"
         self.pods.save(rec)
         log.info("lazy dump %s: %.3fs to serve pages", rec.key, time.monotonic() - t0)
         return rec
 
+    def _serve_lazy_again(self, rec: PodRecord) -> None:
+        """After an agent restart: the relay of a lazy dump still serving, same port and
+        key, so the sealed image already sent still describes it."""
+        info = rec.lazy
+        try:
+            key = base64.b64decode(str(info["relay_key"]), validate=True)
+            context = lazy.lazy_context(rec.namespace, rec.name, rec.uid,
+                                        str(info["stream_id"]))
+            ref = PodRef(rec.namespace, rec.name)
+            relay = lazy.Relay(node_netns=self.net.netns, address=self.net.address,
+                               pod_netns=rec.netns, criu_port=int(info["criu_port"]),
+                               key=key, context=context, on_pull=lambda: self.pull_hook(ref),
+                               port=int(info["relay_port"]))
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            log.warning("cannot serve the lazy pages of %s again: %s", rec.key, exc)
+            return
+        self._lazy[rec.key] = _LazyDump(None, int(info.get("pid", 0)),
+                                        int(info.get("start", 0)), relay)
+
     def _lazy_dump_alive(self, rec: PodRecord) -> bool:
         dump = self._lazy.get(rec.key)
         if dump is not None:
-            return dump.proc.poll() is None
+            return dump.alive()
         return bool(rec.lazy) and nets.proc_alive(int(rec.lazy.get("pid", 0)),
                                                   int(rec.lazy.get("start", 0)))
 
@@ -644,11 +671,13 @@ class CriuRuntime:
         """Commit on the source: the pod's memory leaves with the lazy dump; wait for it."""
         dump = self._lazy.pop(rec.key, None)
         if dump is not None:
-            try:
-                dump.proc.wait(CRIU_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            if not dump.relay.pulled.is_set():  # nobody pulls (or will): nothing to wait for
+                dump.relay.close()
+                dump.stop()
+            elif not dump.wait(CRIU_TIMEOUT_S):
                 log.warning("lazy dump of %s still serving after %.0fs: stopping it",
                             rec.key, CRIU_TIMEOUT_S)
+                dump.stop()
             dump.relay.close()
         elif rec.lazy:
             nets.wait_for(lambda: not self._lazy_dump_alive(rec), CRIU_TIMEOUT_S, 0.05)
@@ -695,8 +724,7 @@ class CriuRuntime:
         with contextlib.suppress(subprocess.TimeoutExpired):
             daemon.wait(CRIU_TIMEOUT_S)
         if dump is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                dump.proc.wait(30)
+            dump.wait(30)
         nets.delete_pod_net(old)
         with self._pod_lock(PodRef(rec.namespace, rec.name)):
             cur = self.pods.get(rec.namespace, rec.name)
@@ -776,7 +804,7 @@ class CriuRuntime:
         if job is not None and job.proc.poll() is None:
             return True
         dump = self._lazy.get(ref.key)
-        return dump is not None and dump.proc.poll() is None
+        return dump is not None and dump.alive()
 
     def _manifest(self, rec: PodRecord) -> dict[str, Any]:
         return {
@@ -1076,8 +1104,33 @@ class CriuRuntime:
 
 @dataclass
 class _LazyDump:
-    proc: subprocess.Popen[bytes]
+    """A lazy dump serving a pod's pages: our child, or (after an agent restart) a pid."""
+
+    proc: subprocess.Popen[bytes] | None
+    pid: int
+    start: int
     relay: lazy.Relay
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return nets.proc_alive(self.pid, self.start)
+
+    def wait(self, timeout: float) -> bool:
+        """True once the dump ended (it does when the last page was served)."""
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return nets.wait_for(lambda: not self.alive(), timeout, 0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            lazy.stop_process(self.proc)
+        elif self.alive():
+            nets.kill_and_wait([self.pid])
 
 
 @dataclass

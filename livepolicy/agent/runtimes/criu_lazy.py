@@ -166,10 +166,10 @@ def pump(channel: Channel, local: socket.socket) -> None:
 class _Listener:
     """A listening socket in a network namespace, one thread accepting (until closed)."""
 
-    def __init__(self, netns: str, address: str, name: str) -> None:
+    def __init__(self, netns: str, address: str, name: str, port: int = 0) -> None:
         self._sock = nets.socket_in(netns)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((address, 0))
+        self._sock.bind((address, port))
         self._sock.listen(4)
         self._sock.settimeout(ACCEPT_TIMEOUT_S)
         self.address, self.port = address, int(self._sock.getsockname()[1])
@@ -216,12 +216,13 @@ class Relay(_Listener):
     refuses (the migration was rolled back)."""
 
     def __init__(self, *, node_netns: str, address: str, pod_netns: str, criu_port: int,
-                 key: bytes, context: bytes, on_pull: Callable[[], bool]) -> None:
+                 key: bytes, context: bytes, on_pull: Callable[[], bool], port: int = 0
+                 ) -> None:
         self.pod_netns, self.criu_port = pod_netns, criu_port
         self.key, self.context, self.on_pull = key, context, on_pull
         self.pulled = threading.Event()
         self._busy = threading.Lock()
-        super().__init__(node_netns, address, f"lazy-relay-{pod_netns}")
+        super().__init__(node_netns, address, f"lazy-relay-{pod_netns}", port)
 
     def handle(self, conn: socket.socket, peer: object) -> None:
         channel = Channel(conn, self.key, self.context, server=True)
