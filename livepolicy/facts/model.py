@@ -7,13 +7,16 @@ one-line predicates and the planner never re-parses raw Kubernetes objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from operator import attrgetter
+from typing import Any, TypeVar
 
-from livepolicy.core.selectors import NodeSelectorTerms, Selector
+from livepolicy.core.selectors import NodeSelectorTerms, Requirement, Selector
+
+_T = TypeVar("_T")
 
 
 class OwnerKind(StrEnum):
@@ -235,3 +238,38 @@ class ClusterFacts:
             if p.node:
                 out.setdefault(p.node, []).append(p)
         return out
+
+
+def positional_constructor(cls: type[_T]) -> Callable[..., _T]:
+    """`cls(*every_field)` for a frozen slots dataclass, about twice as fast: the generated
+    `__init__` goes through `object.__setattr__` per field; this sets the slots directly.
+    For hot paths that build one object per pod (no defaults, no validation)."""
+    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))  # type: ignore[arg-type]
+    new = object.__new__
+
+    def make(*values: Any) -> _T:
+        obj = new(cls)
+        for put, value in zip(setters, values, strict=True):
+            put(obj, value)
+        return obj
+    return make
+
+
+make_pod = positional_constructor(PodFacts)
+
+
+def _reducer(cls: type[Any], make: Callable[..., Any]) -> Callable[[Any], tuple[Any, ...]]:
+    names = [f.name for f in fields(cls)]
+    get = attrgetter(*names)
+    if len(names) == 1:
+        return lambda obj: (make, (get(obj),))
+    return lambda obj: (make, get(obj))
+
+
+# Pickle fact objects as their field tuples: the default for frozen slots dataclasses calls
+# Python-level __getstate__/__setstate__ per object, several times slower at 150k pods.
+TRANSFER_REDUCERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    PodFacts: _reducer(PodFacts, make_pod),
+    **{c: _reducer(c, c) for c in (VolumeFacts, ContainerFacts, Toleration, Taint,
+                                   NodeSelectorTerms, Selector, Requirement)},
+}

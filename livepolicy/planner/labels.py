@@ -106,18 +106,32 @@ class _PolicyOf:
 def plan_labels(facts: ClusterFacts, graph: CompatibilityGraph, ctx: Context,
                 policies: list[CompiledPolicy], sel: Selection, migrating: set[str],
                 rule_blocked: dict[str, bool]) -> list[LabelChange]:
+    return [lc for _, lc in label_changes(facts, graph, ctx, policies, sel, migrating,
+                                          rule_blocked)]
+
+
+def label_changes(facts: ClusterFacts, graph: CompatibilityGraph, ctx: Context,
+                  policies: list[CompiledPolicy], sel: Selection, migrating: set[str],
+                  rule_blocked: dict[str, bool], claimed: bool | None = None
+                  ) -> list[tuple[int, LabelChange]]:
+    """Label changes with the index of their pod in `facts.pods`. `claimed` limits them to
+    the pods some policy claims (True) or to the others (False): those never migrate and
+    have no verdict yet, so they can be assessed while the claimed ones are placed."""
     key = ctx.settings.labels.migration_enabled
     out = []
     default_allow = Allow()
     memo: Memo = {}
     policy_of = _PolicyOf(policies)
-    claimed = sel.claimed
+    by_policy = sel.claimed
     # Per node: None when no pod on it can qualify, else what destination answers read.
     where: dict[str, tuple[str, str, str] | None] = {
         n.name: _where(graph, ctx, n.name) if not graph.cluster_blockers and graph.usable(
             n.name) and graph.out_degree(n.name) > 0 else None for n in facts.nodes}
-    for pod in facts.pods:
+    for i, pod in enumerate(facts.pods):
         pod_key = pod.key
+        pol = by_policy.get(pod_key)
+        if claimed is not None and (pol is not None) != claimed:
+            continue
         if pod_key in migrating:
             ok = True
         else:
@@ -125,13 +139,13 @@ def plan_labels(facts: ClusterFacts, graph: CompatibilityGraph, ctx: Context,
             if at is None:
                 ok = False
             else:
-                pol = claimed.get(pod_key) or policy_of(pod)
+                pol = pol or policy_of(pod)
                 allow = pol.policy.spec.allow if pol else default_allow
                 ok = _eligible_on(pod, graph, ctx, allow, rule_blocked.get(pod_key), memo, at,
                                   volume_shape(pod))
         has = pod.labels.get(key) == "true"
         if ok and not has:
-            out.append(LabelChange(pod_key, key, "true", "add"))
+            out.append((i, LabelChange(pod_key, key, "true", "add")))
         elif has and not ok:
-            out.append(LabelChange(pod_key, key, "true", "remove"))
+            out.append((i, LabelChange(pod_key, key, "true", "remove")))
     return out

@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from livepolicy.core.forkshare import in_child
 from livepolicy.core.quantity import format_duration_ms, parse_duration_ms
 from livepolicy.facts.model import ClusterFacts, PodFacts
 from livepolicy.graph.compat import CompatibilityGraph, build_graph
@@ -22,10 +23,10 @@ from livepolicy.planner.budgets import (
 )
 from livepolicy.planner.estimate import estimate, resolve_transfer
 from livepolicy.planner.hashes import PodHasher, canonical_hash, fact_hash
-from livepolicy.planner.labels import plan_labels
-from livepolicy.planner.model import Blocked, Migration, Plan, Reason
+from livepolicy.planner.labels import label_changes
+from livepolicy.planner.model import Blocked, LabelChange, Migration, Plan, Reason
 from livepolicy.planner.place import Capacity, Placer
-from livepolicy.planner.select import CompiledPolicy, compile_policies, select
+from livepolicy.planner.select import CompiledPolicy, Selection, compile_policies, select
 from livepolicy.policy.load import PolicySet
 from livepolicy.rules.base import Context, Severity, Verdict
 from livepolicy.rules.registry import pair_verdicts, pod_verdicts
@@ -36,6 +37,7 @@ __all__ = ["canonical_hash", "fact_hash", "make_plan"]  # the hashes, for apply'
 NO_EDGE = "PL001"
 NO_FIT = "PL002"
 PDB_ZERO = "PL003"
+PARALLEL_PODS = 20_000  # from this many pods, labels are assessed in a forked child
 
 
 def _reason(v: Verdict) -> Reason:
@@ -72,11 +74,70 @@ def make_plan(facts: ClusterFacts, ps: PolicySet, now: datetime) -> Plan:
     graph = build_graph(ctx)
     policies = compile_policies(ps)
     sel = select(facts, policies, now)
+    order = {p.name: i for i, p in enumerate(policies)}
+
+    def unclaimed() -> list[tuple[int, str, str]]:
+        """Label changes (pod index, action, pod hash) of the pods no policy claims."""
+        pod_hash = PodHasher()
+        return [(i, lc.action, pod_hash(facts.pods[i])) for i, lc in label_changes(
+            facts, graph, ctx, policies, sel, set(), {}, claimed=False)]
+
+    def place_claimed() -> tuple[list[Migration], list[Blocked], dict[str, bool]]:
+        return _place(facts, ps, ctx, graph, sel, policies, order)
+
+    # Most pods are claimed by no policy: their labels are assessed (in a forked child
+    # for large clusters) while the claimed ones are placed and scheduled.
+    others, (migrations, blocked, rule_blocked) = in_child(
+        unclaimed, place_claimed, parallel=len(facts.pods) >= PARALLEL_PODS)
+    key = ctx.settings.labels.migration_enabled
+    changes = label_changes(facts, graph, ctx, policies, sel, {m.pod for m in migrations},
+                            rule_blocked, claimed=True)
+    changes += [(i, LabelChange(facts.pods[i].key, key, "true", action))
+                for i, action, _ in others]
+    changes.sort(key=lambda t: t[0])
+    labels = [lc for _, lc in changes]
+    dep_objects: dict[str, str] = {f"Pod/{facts.pods[i].key}": h for i, _, h in others}
+    pod_hash = PodHasher()
+    for m in migrations:
+        pod = facts.pod_by_key[m.pod]
+        dep_objects[f"Pod/{m.pod}"] = pod_hash(pod)
+        for n in (m.source, m.destination):
+            dep_objects[f"Node/{n}"] = fact_hash(facts.node_by_name[n])
+    for lc in labels:
+        pk = f"Pod/{lc.pod}"
+        if pk not in dep_objects:
+            dep_objects[pk] = pod_hash(facts.pod_by_key[lc.pod])
+    dep_policies = {f"{kind}/{name}": canonical_hash(obj.model_dump(mode="json"))
+                    for kind, objs in (("NodeTemplate", ps.templates),
+                                       ("MigrationPolicy", ps.policies))
+                    for name, obj in objs.items()}
+    dep_policies["Settings"] = canonical_hash(ps.settings.model_dump(mode="json"))
+    info = facts.info
+    return Plan(
+        cluster={"name": info.name, "platform": info.platform,
+                 "kubernetes_version": info.kubernetes_version, "region": info.region,
+                 "source": facts.source, "nodes": len(facts.nodes), "pods": len(facts.pods)},
+        policies=tuple(_policy_json(p) for p in policies),
+        migrations=tuple(migrations),
+        blocked=tuple(sorted(blocked, key=lambda b: b.pod)),
+        labels=tuple(labels),
+        graph={"classes": len(graph.classes), "class_edges": graph.class_graph.number_of_edges(),
+               "usable_nodes": len(graph.class_of), "nodes": len(facts.nodes)},
+        dependencies={"objects": dict(sorted(dep_objects.items())),
+                      "policies": dict(sorted(dep_policies.items()))},
+        notes=tuple(_reason(v) for v in graph.cluster_blockers),
+        stats={"pods_evaluated": len(facts.pods), "pods_selected": len(sel.claimed)},
+        inputs={"cluster": facts.source, "policies": ps.root},
+    )
+
+
+def _place(facts: ClusterFacts, ps: PolicySet, ctx: Context, graph: CompatibilityGraph,
+           sel: Selection, policies: list[CompiledPolicy], order: dict[str, int]
+           ) -> tuple[list[Migration], list[Blocked], dict[str, bool]]:
+    """Place every claimed pod or say why it is blocked; schedule the placed ones."""
     explain_no_edge = _NoEdgeExplainer(graph)
     placer = Placer(facts, graph, ctx, Capacity.of(facts))
     cluster_block = [_reason(v) for v in graph.cluster_blockers]
-
-    order = {p.name: i for i, p in enumerate(policies)}
     claimed = sorted(
         ((facts.pod_by_key[k], p) for k, p in sel.claimed.items()),
         key=lambda t: (order[t[1].name], -t[0].memory_bytes, -t[0].cpu_millis, t[0].key))
@@ -111,41 +172,7 @@ def make_plan(facts: ClusterFacts, ps: PolicySet, now: datetime) -> Plan:
                                                            key=lambda kv: (-kv[1], kv[0]))[:4])
             reasons.append(Reason(NO_FIT, f"no compatible destination fits: {detail}"))
         blocked.append(Blocked(pod.key, pol.name, pod.node, tuple(reasons)))
-
-    migrations = _schedule(placed, facts, ps, order, pdb_room)
-    labels = plan_labels(facts, graph, ctx, policies, sel, {m.pod for m in migrations},
-                         rule_blocked)
-    dep_objects: dict[str, str] = {}
-    pod_hash = PodHasher()
-    for m in migrations:
-        pod = facts.pod_by_key[m.pod]
-        dep_objects[f"Pod/{m.pod}"] = pod_hash(pod)
-        for n in (m.source, m.destination):
-            dep_objects[f"Node/{n}"] = fact_hash(facts.node_by_name[n])
-    for lc in labels:
-        dep_objects[f"Pod/{lc.pod}"] = pod_hash(facts.pod_by_key[lc.pod])
-    dep_policies = {f"{kind}/{name}": canonical_hash(obj.model_dump(mode="json"))
-                    for kind, objs in (("NodeTemplate", ps.templates),
-                                       ("MigrationPolicy", ps.policies))
-                    for name, obj in objs.items()}
-    dep_policies["Settings"] = canonical_hash(ps.settings.model_dump(mode="json"))
-    info = facts.info
-    return Plan(
-        cluster={"name": info.name, "platform": info.platform,
-                 "kubernetes_version": info.kubernetes_version, "region": info.region,
-                 "source": facts.source, "nodes": len(facts.nodes), "pods": len(facts.pods)},
-        policies=tuple(_policy_json(p) for p in policies),
-        migrations=tuple(migrations),
-        blocked=tuple(sorted(blocked, key=lambda b: b.pod)),
-        labels=tuple(labels),
-        graph={"classes": len(graph.classes), "class_edges": graph.class_graph.number_of_edges(),
-               "usable_nodes": len(graph.class_of), "nodes": len(facts.nodes)},
-        dependencies={"objects": dict(sorted(dep_objects.items())),
-                      "policies": dict(sorted(dep_policies.items()))},
-        notes=tuple(cluster_block),
-        stats={"pods_evaluated": len(facts.pods), "pods_selected": len(claimed)},
-        inputs={"cluster": facts.source, "policies": ps.root},
-    )
+    return _schedule(placed, facts, ps, order, pdb_room), blocked, rule_blocked
 
 
 def _policy_json(p: CompiledPolicy) -> dict[str, Any]:
