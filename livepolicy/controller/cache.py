@@ -38,6 +38,24 @@ def newer(candidate: str, current: str) -> bool:
     return candidate != current
 
 
+def only_label_changed(old: Mapping[str, Any], new: Mapping[str, Any], label: str,
+                       value: str | None) -> bool:
+    """`new` is `old` with `label` set to `value` (None: removed) and a new version."""
+    labels = dict((old.get("metadata") or {}).get("labels") or {})
+    if value is None:
+        labels.pop(label, None)
+    else:
+        labels[label] = value
+    new_meta = new.get("metadata") or {}
+    if (new_meta.get("labels") or {}) != labels:
+        return False
+    skip = ("resourceVersion", "labels", "managedFields")
+    return {k: v for k, v in (old.get("metadata") or {}).items() if k not in skip} == \
+        {k: v for k, v in new_meta.items() if k not in skip} and \
+        {k: v for k, v in old.items() if k != "metadata"} == \
+        {k: v for k, v in new.items() if k != "metadata"}
+
+
 @dataclass(frozen=True)
 class Diff:
     added: int = 0
@@ -57,6 +75,7 @@ class Store:
         self.resource_version = ""
         self.synced = False
         self._objects: dict[str, dict[str, Any]] = {}
+        self._expected: dict[str, tuple[str, str | None]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -86,7 +105,17 @@ class Store:
             if old is not None and version_of(old) == rv and rv:
                 return False  # already seen (our own write, put back by `put`)
             self._objects[key] = event.object
+            expected = self._expected.pop(key, None)
+            if old is not None and expected is not None and event.type == "MODIFIED":
+                # The echo of a label write of ours, arriving before its answer: the
+                # assessment that made it already counted it in.
+                return not only_label_changed(old, event.object, *expected)
             return True
+
+    def expect(self, key: str, label: str, value: str | None) -> None:
+        """A write of `label` (None: removal) to object `key` is on its way."""
+        with self._lock:
+            self._expected[key] = (label, value)
 
     def put(self, obj: dict[str, Any]) -> bool:
         """Store an object this process wrote (the answer to a PATCH) unless the cache
@@ -95,6 +124,7 @@ class Store:
         key = object_key(obj)
         with self._lock:
             old = self._objects.get(key)
+            self._expected.pop(key, None)
             if old is not None and not newer(version_of(obj), version_of(old)):
                 return False
             self._objects[key] = obj

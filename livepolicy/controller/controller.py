@@ -92,6 +92,8 @@ class LeaderWriter(LabelWriter):
             raise KubeError("not written: this replica is no longer the leader")
         if self.stopping.is_set():
             raise KubeError("not written: the controller is stopping")
+        if not self.dry_run:
+            self.pods.expect(edit.pod, edit.key, edit.value)
         out = super().patch(edit, version)
         if out and not self.dry_run:
             normalise(out, PODS)

@@ -170,3 +170,18 @@ def test_event_log_text_and_json() -> None:
     assert {k: doc[k] for k in ("level", "event", "kind", "reason")} == {
         "level": "warning", "event": "watch-restart", "kind": "Pod", "reason": "expired"}
     assert len(out.getvalue().splitlines()) == 1
+
+
+def test_store_ignores_the_echo_of_an_expected_label_write() -> None:
+    s = Store("Pod")
+    s.apply(WatchEvent("ADDED", {**pod("a", "5"), "spec": {"nodeName": "n1"}}))
+    s.expect("shop/a", "l", "true")
+    echo = {**pod("a", "6", l="true"), "spec": {"nodeName": "n1"}}
+    assert s.apply(WatchEvent("MODIFIED", echo)) is False  # before the PATCH answer
+    assert s.get("shop/a") == echo  # stored all the same
+    assert s.put(echo) is False
+    # Without an expected write, or with anything else changed, it is a change.
+    assert s.apply(WatchEvent("MODIFIED", {**pod("a", "7", l="true"),
+                                           "spec": {"nodeName": "n1"}})) is True
+    s.expect("shop/a", "l", None)
+    assert s.apply(WatchEvent("MODIFIED", {**pod("a", "8"), "spec": {"nodeName": "n2"}}))
