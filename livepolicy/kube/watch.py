@@ -157,5 +157,5 @@ def _shutdown(resp: Any) -> None:
             shutdown()
         else:  # pragma: no cover - older urllib3
             resp.close()
-    except (OSError, urllib3.exceptions.HTTPError):
-        pass
+    except (OSError, ValueError, urllib3.exceptions.HTTPError):
+        pass  # ValueError: urllib3 has no socket to shut (the stream already ended)

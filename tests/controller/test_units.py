@@ -185,3 +185,23 @@ def test_store_ignores_the_echo_of_an_expected_label_write() -> None:
                                            "spec": {"nodeName": "n1"}})) is True
     s.expect("shop/a", "l", None)
     assert s.apply(WatchEvent("MODIFIED", {**pod("a", "8"), "spec": {"nodeName": "n2"}}))
+
+
+def test_closing_a_watch_whose_stream_already_ended() -> None:
+    """urllib3 refuses to shut a socket it no longer has (ValueError): closing a watch
+    from another thread at that moment must not raise (it once made SIGTERM exit 1)."""
+    from livepolicy.kube.watch import _shutdown
+
+    class Ended:
+        def shutdown(self) -> None:
+            raise ValueError("Cannot shutdown socket as self._sock_shutdown is not set")
+
+    class Gone:
+        def shutdown(self) -> None:
+            raise OSError(9, "Bad file descriptor")
+
+    _shutdown(Ended())
+    _shutdown(Gone())
+    w = _watch()
+    w._resp = Ended()
+    w.close()

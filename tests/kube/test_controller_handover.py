@@ -173,3 +173,19 @@ def test_leader_handover(pool: Pool, empty_cluster: KubeClient) -> None:
     wait_for("the next pod labelled by replica-c", lambda: pod2 in labelled(cluster))
     leader_events = [e for e in c.events() if e["event"] == "leader"]
     assert len(leader_events) == 1 and leader_events[0]["identity"] == "replica-c"
+
+
+def test_sigterm_exits_cleanly(pool: Pool, empty_cluster: KubeClient) -> None:
+    """SIGTERM at any moment (during the first assessment, while idle): exit 0, the Lease
+    released, no traceback; several rounds, since closing live watches is racy."""
+    for i in range(3):
+        r = pool.start(f"replica-term-{i}")
+        wait_for("the replica to lead", r.leading, timeout=60)
+        if i:  # round 0 stops during the first assessment, the others once idle
+            wait_for("convergence", lambda: converged(empty_cluster), timeout=60)
+        r.proc.send_signal(signal.SIGTERM)
+        assert r.proc.wait(30) == 0, r.log_path.read_text()[-3000:]
+        text = r.log_path.read_text()
+        assert "Traceback" not in text and "shutdown-error" not in text, text[-3000:]
+        assert [e["event"] for e in r.events()][-1] == "stopped"
+        assert _holder(empty_cluster, pool.lease) == ""  # released
