@@ -163,3 +163,17 @@ def test_leader_that_cannot_renew_stops_writing(cluster: KubeClient,
             assert log.grep("standby") and log.grep("leader ")
     finally:
         client.close()
+
+
+def test_resync_relists_and_reassesses(cluster: KubeClient, kube_env: KubeTestEnv) -> None:
+    """Every --resync seconds each kind is listed again and the cluster reassessed; a
+    converged cluster gives no writes."""
+    with running(str(kube_env.kubeconfig_path), options(resync=3.0)) as (ctl, log):
+        wait_for("convergence", lambda: converged(cluster))
+        writes = metric(scrape(ctl)[1], "livepolicy_controller_label_writes_total")
+        wait_for("a resync of every kind", lambda: all(
+            metric(scrape(ctl)[1], "livepolicy_controller_relists_total", kind=r.kind,
+                   reason="resync") >= 1 for r in ctl.reflectors), timeout=30)
+        wait_for("a resync assessment", lambda: any(
+            "resync" in line for line in log.grep("assessed")[1:]), timeout=30)
+        assert metric(scrape(ctl)[1], "livepolicy_controller_label_writes_total") == writes
