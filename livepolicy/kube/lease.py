@@ -156,8 +156,8 @@ class LeaseLock:
             time.monotonic() - self.last_renewed < self.renew_deadline
 
     def acquire(self) -> None:
-        if self.holding():
-            return
+        if self._held and (self.holding() or not self.renew):  # a lock that never renews
+            return                                             # keeps the apply semantics
         if self._held:  # lost or overdue: forget the old term before trying again
             self._stop.set()
             if self._thread is not None and self._thread is not threading.current_thread():
