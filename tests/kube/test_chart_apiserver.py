@@ -275,19 +275,25 @@ def test_helm_install_upgrade_keep_the_generated_token_and_certificate(
         return secret_data(token, "token"), secret_data(kube.get(SECRETS, tls_name, ns),
                                                         "tls.crt")
 
+    def checksum() -> str:
+        ds = kube.get(DAEMONSETS, "lph-livepolicy-agent", ns)
+        return str(ds["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"])
+
     try:
         helm("install", rel, str(CHART), "--create-namespace", *kc)
         token, cert = secrets()
         assert len(token) == 48
-        assert kube.get(DAEMONSETS, "lph-livepolicy-agent", ns)
+        first = checksum()
         helm("upgrade", rel, str(CHART), *kc, "--set", "controller.replicas=3")
         assert secrets() == (token, cert)
+        assert checksum() == first  # the agents are not restarted for nothing
         assert kube.get(DEPLOYMENTS, "lph-livepolicy-controller", ns)["spec"]["replicas"] == 3
         # New names for the certificate: a new certificate, the same token.
         helm("upgrade", rel, str(CHART), *kc, "--reuse-values",
              "--set", "agent.tls.dnsNames={*.eu-west-1.compute.internal}")
         token2, cert2 = secrets()
         assert token2 == token and cert2 != cert
+        assert checksum() != first  # ... but are for a new certificate
         # `helm template --dry-run=server` sees the installed Secret too (lookup).
         out = helm("template", rel, str(CHART), *kc, "--dry-run=server")
         assert token.decode() not in out.stdout  # base64 only

@@ -98,3 +98,50 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "livepolicy.agent.tlsSecret" -}}
 {{- default (printf "%s-tls" (include "livepolicy.agent.fullname" .)) .Values.agent.tls.existingSecret }}
 {{- end }}
+
+{{/*
+The agent's generated secrets, computed once per render and shared (through .Values)
+by the Secrets and the DaemonSet's checksum: {"token", "crt", "key", "ca", "sans"}
+(base64 where the Secret wants it; absent parts are empty).
+Kept across upgrades: the installed Secrets are read back with lookup.
+*/}}
+{{- define "livepolicy.agent.secrets" -}}
+{{- $a := .Values.agent }}
+{{- if not (hasKey $a "__generated") }}
+{{- $out := dict "token" "" "crt" "" "key" "" "ca" "" "sans" "" }}
+{{- if not $a.existingTokenSecret }}
+{{- $token := $a.token }}
+{{- if not $token }}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (include "livepolicy.agent.tokenSecret" .) }}
+{{- if and $old $old.data (index $old.data "token") }}
+{{- $token = b64dec (index $old.data "token") }}
+{{- else }}
+{{- $token = randAlphaNum 48 }}
+{{- end }}
+{{- end }}
+{{- $_ := set $out "token" ($token | b64enc) }}
+{{- end }}
+{{- if and $a.tls.enabled (not $a.tls.existingSecret) }}
+{{- $t := $a.tls }}
+{{- $sans := printf "dns=%s;ip=%s" (join "," $t.dnsNames) (join "," $t.ipAddresses) }}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (include "livepolicy.agent.tlsSecret" .) }}
+{{- if and $old $old.data $old.metadata.annotations (eq (index $old.metadata.annotations "livepolicy.io/tls-sans") $sans) }}
+{{- $_ := set $out "crt" (index $old.data "tls.crt") }}
+{{- $_ := set $out "key" (index $old.data "tls.key") }}
+{{- $_ := set $out "ca" (index $old.data "ca.crt") }}
+{{- else }}
+{{- if and (empty $t.dnsNames) (empty $t.ipAddresses) }}
+{{- fail "agent.tls: give dnsNames or ipAddresses for the generated certificate, or agent.tls.existingSecret, or set agent.tls.enabled=false" }}
+{{- end }}
+{{- $gca := genCA (printf "%s CA" (include "livepolicy.agent.fullname" .)) (int $t.validityDays) }}
+{{- $cert := genSignedCert (include "livepolicy.agent.fullname" .) $t.ipAddresses $t.dnsNames (int $t.validityDays) $gca }}
+{{- $_ := set $out "crt" ($cert.Cert | b64enc) }}
+{{- $_ := set $out "key" ($cert.Key | b64enc) }}
+{{- $_ := set $out "ca" ($gca.Cert | b64enc) }}
+{{- end }}
+{{- $_ := set $out "sans" $sans }}
+{{- end }}
+{{- $_ := set $a "__generated" $out }}
+{{- end }}
+{{- toJson (index $a "__generated") }}
+{{- end }}
