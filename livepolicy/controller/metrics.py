@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 NS = "livepolicy_controller"
 #: One check: (name, ok, detail).
@@ -62,8 +62,11 @@ class Metrics:
         self.cache_objects = Gauge(f"{NS}_cache_objects", "Objects cached, by kind.",
                                    ["kind"], registry=r)
 
-    def render(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition the scraper asked for (`Accept`: OpenMetrics or text 0.0.4 /
+        1.0.0), and its content type."""
+        encoder, ctype = choose_encoder(accept)
+        return bytes(encoder(self.registry)), ctype
 
 
 class HealthServer:
@@ -80,7 +83,7 @@ class HealthServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+                    self._send(200, *metrics.render(self.headers.get("Accept", "")))
                 elif path in routes:
                     checks = routes[path]()
                     ok = all(c[1] for c in checks)
