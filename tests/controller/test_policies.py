@@ -74,3 +74,35 @@ def test_configmap_source() -> None:
     store.replace([cm], "2")
     assert src.check(0.0) is True and src.state.current is not None
     assert src.check(1.0) is None
+
+
+def test_configmap_volume_update_by_symlink_swap(tmp_path: Path) -> None:
+    """The kubelet updates a ConfigMap volume atomically: new files in a fresh
+    `..<timestamp>` directory, then the `..data` symlink is swapped; the visible names
+    are symlinks through `..data`. The hidden directories are not read as policies."""
+    def version(name: str, files: dict[str, str]) -> None:
+        d = tmp_path / name
+        d.mkdir()
+        for k, v in files.items():
+            (d / k).write_text(v)
+        tmp = tmp_path / "..data_tmp"
+        tmp.symlink_to(name)
+        tmp.replace(tmp_path / "..data")
+        for k in files:
+            link = tmp_path / k
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{k}")
+
+    version("..2026_12_01_21_00_00.1", {"bench.yaml": GOOD})
+    src = DirPolicies(tmp_path, interval=0.0)
+    assert src.check(0.0) is True
+    assert src.state.current is not None and src.state.current.files == (
+        str(tmp_path / "bench.yaml"),)
+    version("..2026_12_01_21_05_00.2", {"bench.yaml": BAD})
+    assert src.check(1.0) is False and src.state.current is not None
+    assert src.state.problems[0].file == str(tmp_path / "bench.yaml")
+    version("..2026_12_01_21_10_00.3", {"bench.yaml": GOOD.replace("maxParallel: 20",
+                                                                   "maxParallel: 5")})
+    assert src.check(2.0) is True and src.state.valid
+    budgets = src.state.current.policies["drain-cordoned"].spec.budgets
+    assert budgets.max_parallel == 5
