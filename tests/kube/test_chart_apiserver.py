@@ -280,7 +280,9 @@ def test_helm_install_upgrade_keep_the_generated_token_and_certificate(
         return str(ds["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"])
 
     try:
-        helm("install", rel, str(CHART), "--create-namespace", *kc)
+        notes = helm("install", rel, str(CHART), "--create-namespace", *kc).stdout
+        assert f"kubectl -n {ns} get secret {token_name} -o jsonpath='{{.data.token}}'" in notes
+        assert "WARNING" not in notes and "lease/livepolicy-controller" in notes
         token, cert = secrets()
         assert len(token) == 48
         first = checksum()
