@@ -170,6 +170,8 @@ def test_helm_lint_default_and_custom_values(tmp_path: Path) -> None:
     ({"agent": {"criu": {"capabilities": ["SYS_ADMIN", "sys_ptrace"]}}},
      "at '/agent/criu/capabilities/1'"),
     ({"agent": {"runtime": "runc"}}, "at '/agent/runtime'"),
+    ({"controller": {"serviceAccount": {"create": False}}},
+     "controller.serviceAccount.name is required"),
     ({"policies": {"existingConfigMap": "other/policies"}}, "must be in the release namespace"),
     ({"agent": {"tls": {"dnsNames": [], "ipAddresses": []}}}, "give dnsNames or ipAddresses"),
     ({"agent": {"runtime": "criu", "criu": {"nodeConfig": ""}}}, "agent.criu.nodeConfig"),
