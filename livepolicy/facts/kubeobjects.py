@@ -66,6 +66,7 @@ _SIMPLE_VOLUMES = {"awsElasticBlockStore": VolumeKind.EBS, "nfs": VolumeKind.NFS
 
 
 _EMPTY: dict[str, Any] = {}  # shared, never mutated: saves an allocation per missing field
+_NO_ANNOTATIONS: dict[str, str] = {}  # likewise for the pods without livepolicy annotations
 
 
 def _map(v: Any) -> dict[str, Any]:
@@ -330,9 +331,13 @@ class Converter:
 
     # -- pods ---------------------------------------------------------------------------------
     def _resolve_owner(self, ns: str, meta: Mapping[str, Any]) -> tuple[OwnerKind, str, str]:
-        ref = next((r for r in _list(meta.get("ownerReferences"))
-                    if isinstance(r, dict) and r.get("controller")), None)
-        if ref is None:
+        refs = meta.get("ownerReferences")
+        if not isinstance(refs, list):
+            return _BARE_OWNER
+        for ref in refs:
+            if isinstance(ref, dict) and ref.get("controller"):
+                break
+        else:
             return _BARE_OWNER
         key = (ns, str(ref.get("kind", "")), str(ref.get("name", "")),
                str(ref.get("apiVersion", "")))
@@ -356,8 +361,8 @@ class Converter:
         if len(v) == 2 and "name" in v:  # the usual shape: a name and one source
             name = v["name"]
             name = name if type(name) is str else str(name)
-            src = next(k for k in v if k != "name")
-            kind = _SIMPLE_VOLUMES.get(src)
+            first, second = v
+            kind = _SIMPLE_VOLUMES.get(second if first == "name" else first)
             if kind is not None and kind is not VolumeKind.EBS:
                 return _simple_volume(name, kind)
         else:
@@ -451,24 +456,33 @@ class Converter:
         return found
 
     def pod(self, obj: Mapping[str, Any], ptr: str) -> PodFacts | None:
-        meta = _map(obj.get("metadata"))
+        # The hottest function at 150k pods: _map/_list are inlined.
+        meta, spec, status = obj.get("metadata"), obj.get("spec"), obj.get("status")
+        if not isinstance(meta, dict):
+            meta = _EMPTY
         name, ns = meta.get("name"), meta.get("namespace", "default")
         if not isinstance(name, str) or not name:
             self.report(f"{ptr}/metadata/name", "pod has no name")
             return None
         ns = ns if type(ns) is str else str(ns)
-        spec = _map(obj.get("spec"))
-        status = _map(obj.get("status"))
-        containers = _list(spec.get("containers"))
-        if not containers:
+        if not isinstance(spec, dict):
+            spec = _EMPTY
+        if not isinstance(status, dict):
+            status = _EMPTY
+        containers = spec.get("containers")
+        if not isinstance(containers, list) or not containers:
+            containers = []
             self.report(f"{ptr}/spec/containers", "pod has no containers")
-        inits = _list(spec.get("initContainers"))
+        inits = spec.get("initContainers")
+        if not isinstance(inits, list):
+            inits = []
         shape = self._spec_shape(spec, containers, inits, ptr)
         owner_kind, owner_name, owner_api = self._resolve_owner(ns, meta)
         raw_ann = meta.get("annotations")
         # Only livepolicy's own annotations matter; keeping the rest costs memory at scale.
         annotations = {k: str(v) for k, v in raw_ann.items() if k.startswith("livepolicy.io/")} \
-            if isinstance(raw_ann, dict) and raw_ann else {}
+            if isinstance(raw_ann, dict) and raw_ann else _NO_ANNOTATIONS
+        annotations = annotations or _NO_ANNOTATIONS  # one shared empty dict, never mutated
         usage = annotations.get("livepolicy.io/memory-usage")
         ordinal = -1
         if owner_kind is OwnerKind.STATEFULSET:
@@ -479,7 +493,7 @@ class Converter:
             ns, name, str(meta.get("uid", "")), str(spec.get("nodeName", "")),
             str(status.get("phase", "Unknown")), _str_map(meta.get("labels")), annotations,
             owner_kind, owner_name, owner_api, shape.containers, len(inits),
-            tuple([self._volume(ns, _map(v)) for v in raw_volumes])
+            tuple([self._volume(ns, v if isinstance(v, dict) else _EMPTY) for v in raw_volumes])
             if isinstance(raw_volumes, list) else (),
             shape.cpu, shape.mem, shape.limit,
             self._mem(usage, f"{ptr}/metadata/annotations") if usage else 0,
@@ -614,7 +628,8 @@ def build_facts(items: list[Any], report: Report, base: str = "/items",
     _check_unique(nodes, pods, by_kind, base, report)
     replicas: dict[str, int] = {}
     for p in pods:
-        replicas[p.workload] = replicas.get(p.workload, 0) + 1
+        w = p.workload
+        replicas[w] = replicas.get(w, 0) + 1
     nodes.sort(key=lambda n: n.name)
     pods.sort(key=lambda p: (p.namespace, p.name))
     return ClusterFacts(info=conv.info, nodes=tuple(nodes), pods=tuple(pods),

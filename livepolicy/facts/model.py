@@ -255,7 +255,12 @@ def positional_constructor(cls: type[_T]) -> Callable[..., _T]:
     return make
 
 
-make_pod = positional_constructor(PodFacts)
+_make_pod = positional_constructor(PodFacts)
+
+
+def make_pod(*values: Any) -> PodFacts:
+    """PodFacts from every field in order (module-level, so pickle refers to it by name)."""
+    return _make_pod(*values)
 
 
 def _reducer(cls: type[Any], make: Callable[..., Any]) -> Callable[[Any], tuple[Any, ...]]:

@@ -35,6 +35,13 @@ def run(items: list[dict[str, Any]], threshold: int,
         forks.append(1)
         return real_fork()
     monkeypatch.setattr(os, "fork", fork)
+    real_waitpid = os.waitpid
+
+    def waitpid(pid: int, options: int) -> tuple[int, int]:
+        done = real_waitpid(pid, options)
+        assert done[1] == 0, "the child failed (its share was redone in the parent)"
+        return done
+    monkeypatch.setattr(os, "waitpid", waitpid)
     problems: list[tuple[str, str]] = []
     facts = build_facts(items, lambda p, m: problems.append((p, m)))
     plan = planner.make_plan(facts, load_policies("bench/policies"), NOW)
