@@ -5,13 +5,8 @@ plus a kubeconfig holding a TokenRequest token of the chart's controller Service
 (the in-cluster identity the pod would have). Against the real kube-apiserver it takes
 the Lease, loads the policies from the chart's ConfigMap, labels every eligible pod, and
 never meets a 403; a second replica stands by and is ready (the chart's readiness probe
-would pass during a rolling update), and takes over when the leader dies.
-
-The processes are stopped with SIGKILL, not SIGTERM: a clean SIGTERM exit is the
-controller's own contract, and it currently races (livepolicy/kube/watch.py `_shutdown`
-lets urllib3's "Cannot shutdown socket" ValueError through, a traceback and exit 1 in
-about one run of three; reported). Releasing the Lease needs `update`, which
-test_chart_apiserver.py proves with the same token.
+would pass during a rolling update), takes the Lease over when the leader is killed,
+and on SIGTERM exits 0 and releases it.
 """
 
 from __future__ import annotations
@@ -181,6 +176,11 @@ def test_controller_runs_with_its_service_accounts_token(
                 after = cluster.get(LEASES, "livepolicy-controller", NS)["spec"]
                 assert after["holderIdentity"] not in ("", lease)
                 assert standby.poll() is None
+                # A clean stop (as the kubelet stops a pod) gives the Lease back.
+                standby.send_signal(signal.SIGTERM)
+                assert standby.wait(30) == 0
+            released = cluster.get(LEASES, "livepolicy-controller", NS)["spec"]
+            assert not released.get("holderIdentity"), released
 
         for log in logs:
             text = log.read_text()
@@ -192,7 +192,7 @@ def test_controller_runs_with_its_service_accounts_token(
             assert not [e for e in evs if e.get("level") in ("warning", "error")], text
         assert any(e["event"] == "leader" for e in events(logs[0]))
         assert [e["event"] for e in events(logs[1]) if e["event"] in ("leader", "standby")
-                ] == ["standby", "leader"]
+                ] == ["standby", "leader", "standby"]  # the last one: the release
         assert labelled(cluster) == done
     finally:
         cluster.close()
