@@ -28,6 +28,8 @@ import socket
 import time
 
 PAGE = 4096
+SLICE = 16  # pages written between checks for clients when memory is slow
+SLOW_SLICE_S = 0.001
 
 
 def main() -> None:
@@ -77,8 +79,7 @@ def main() -> None:
             return line[5:] + b"\n"
         return b"ERR\n"
 
-    while True:
-        events = sel.select(timeout=0.005 if dirty_rate else None)
+    def serve(events: list[tuple[selectors.SelectorKey, int]]) -> None:
         for key, _ in events:
             sock = key.fileobj
             if sock is srv:
@@ -119,24 +120,30 @@ def main() -> None:
                     sel.unregister(sock)
                     buffers.pop(sock, None)
                     sock.close()
+
+    while True:
+        serve(sel.select(timeout=0.005 if dirty_rate else None))
         if dirty_rate:
             now = time.monotonic()
-            # At most 10 ms of writing per turn, backlog dropped: a busy application whose
-            # memory got slow (page faults during post-copy) serves its clients between
-            # writes instead of catching up first.
+            # At most 10 ms of writing per turn, backlog dropped, and clients served between
+            # slices whenever memory is slow (page faults while post-copy brings it over):
+            # a busy application keeps answering instead of catching up first.
             carry = min(carry + (now - last) * dirty_rate / PAGE, burst)
             last = now
             n = min(int(carry), npages)
             carry -= n
             while n > 0:
-                take = min(n, npages - page_cursor)
+                take = min(n, npages - page_cursor, SLICE)
                 start = page_cursor * PAGE
+                t0 = time.monotonic()
                 mem[start : start + take * PAGE : PAGE] = bytes([stamp]) * take
                 page_cursor = (page_cursor + take) % npages
                 if page_cursor == 0:
                     stamp = stamp % 255 + 1
                 dirtied += take * PAGE
                 n -= take
+                if n and time.monotonic() - t0 > SLOW_SLICE_S:
+                    serve(sel.select(timeout=0))
 
 
 if __name__ == "__main__":
