@@ -44,14 +44,22 @@ def pdb_allowance(pdb: PdbFacts, facts: ClusterFacts) -> int:
 
 
 def pdbs_for(pod: PodFacts, facts: ClusterFacts) -> list[PdbFacts]:
-    """PDBs covering a pod; memoised per (namespace, labels), which replicas share."""
+    """PDBs covering a pod; memoised per namespace and the values of the labels that
+    namespace's PDB selectors read (replicas share them; a StatefulSet's pods differ only
+    in labels no selector reads)."""
     in_ns = facts.pdbs_by_namespace.get(pod.namespace)
     if not in_ns:
         return []
-    key = (pod.namespace, tuple(sorted(pod.labels.items())))
+    read = facts.memo.setdefault("pdb_label_keys", {})
+    keys = read.get(pod.namespace)
+    if keys is None:
+        keys = read[pod.namespace] = tuple(sorted({r.key for d in in_ns
+                                                   for r in d.selector.requirements}))
+    labels = pod.labels
+    key = (pod.namespace, *[labels.get(k) for k in keys])
     cache = facts.memo.setdefault("pdbs_for", {})
     if key not in cache:
-        cache[key] = [d for d in in_ns if not d.selector.empty and d.selector.matches(pod.labels)]
+        cache[key] = [d for d in in_ns if not d.selector.empty and d.selector.matches(labels)]
     found: list[PdbFacts] = cache[key]
     return found
 
