@@ -352,6 +352,16 @@ class CriuRuntime:
             raise not_found("pod_not_found", f"pod {ref.key} is not on this node")
         return rec
 
+    def _need_settled(self, ref: PodRef) -> PodRecord:
+        """`_need`, refusing a pod whose memory is still arriving (restored by post-copy,
+        here or by a rollback): CRIU must not dump it half-faulted-in."""
+        rec = self._need(ref)
+        job = self._pulls.get(ref.key)
+        if (job is not None and job.proc.poll() is None) or rec.lazy.get("old_netns"):
+            raise conflict("pod_busy", f"pod {ref.key} is still receiving its memory "
+                           "(post-copy): try again when it has all of it")
+        return rec
+
     def _new_names(self, ref: PodRef, mid: str) -> tuple[str, str]:
         digest = hashlib.sha256(f"{self.node}/{ref.key}/{mid}".encode()).hexdigest()[:8]
         return f"{self.net.netns_prefix}{digest}", f"v{digest}"
@@ -492,7 +502,7 @@ class CriuRuntime:
             raise conflict("dirty_tracking_unavailable",
                            "this kernel does not track dirty memory (no soft-dirty)")
         with self._pod_lock(ref):
-            rec = self._need(ref)
+            rec = self._need_settled(ref)
             if self._state(rec) != "running":
                 raise conflict("pod_not_running", f"pod {ref.key} is {rec.state}")
             pod_dir = ensure_private_dir(self._pod_dir(rec))
@@ -527,7 +537,7 @@ class CriuRuntime:
     def checkpoint(self, ref: PodRef, sink: Sink, *, previous_dirty_bytes: int | None,
                    slowdown: float) -> RoundResult:
         with self._pod_lock(ref):
-            rec = self._need(ref)
+            rec = self._need_settled(ref)
             state = self._state(rec)
             if state == "restoring":
                 raise conflict("pod_not_running", f"pod {ref.key} is being restored")
@@ -573,7 +583,7 @@ class CriuRuntime:
             raise conflict("post_copy_unavailable", "this node cannot serve lazy pages "
                            "(no userfaultfd, or no node address for the relay)")
         with self._pod_lock(ref):
-            rec = self._need(ref)
+            rec = self._need_settled(ref)
             state = self._state(rec)
             started = time.monotonic()
             if state == "running":
@@ -761,17 +771,33 @@ class CriuRuntime:
                                         str(info["stream_id"]))
         except (KeyError, ValueError, TypeError):
             raise ApiError(422, "image_invalid", "bad lazy pages description") from None
-        pull = lazy.Pull(pod_netns=rec.netns, node_netns=self.net.netns, address=address,
-                         port=port, key=key, context=context)
+        # A spare namespace gets its address while CRIU's lazy-pages daemon starts in it.
+        spare = nets.netns_exists(rec.netns)
+        bring_up = _Job(lambda: self._bring_up(rec)) if spare else None
+        try:
+            if bring_up is None:
+                self._bring_up(rec)
+            pull = lazy.Pull(pod_netns=rec.netns, node_netns=self.net.netns,
+                             address=address, port=port, key=key, context=context)
+        except BaseException:
+            if bring_up is not None:
+                with contextlib.suppress(BaseException):
+                    bring_up.join()
+            raise
         work = unpack / "lazy-work"
         try:
             proc = self._start_lazy_daemon(rec.netns, pull.port,
                                            unpack / str(manifest["restore_dir"]), work)
         except BaseException:
             pull.close()
+            if bring_up is not None:
+                with contextlib.suppress(BaseException):
+                    bring_up.join()
             raise
         self._pulls[rec.key] = _LazyPull(proc, pull, unpack)
         try:
+            if bring_up is not None:
+                bring_up.join()
             self._restore_into(rec, unpack, str(manifest["restore_dir"]), fresh=True,
                                lazy_work=work)
         except BaseException:
@@ -894,7 +920,6 @@ class CriuRuntime:
                 t1 = time.monotonic()
                 if manifest.get("lazy"):
                     try:
-                        self._bring_up(rec)
                         self._restore_lazy(manifest, rec, unpack)
                     except BaseException:
                         self._teardown(rec)
