@@ -3,7 +3,9 @@
 Each size runs in a fresh subprocess (so peak RSS is that run's own), on a JSON snapshot
 generated once into the cache. The baseline, measured in the same run at 1,000 nodes,
 is the naive way: a networkx DiGraph built by running every pair rule on every ordered
-node pair. Usage: `python -m bench.plan_bench [--sizes 500,1000,5000] [--write-docs]`.
+node pair. CPU time counts the forked child that shares large loads (livepolicy.core.
+forkshare); its peak RSS is reported apart. Usage: `python -m bench.plan_bench
+[--sizes 500,1000,5000] [--full 1000] [--write-docs]`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def _child(mode: str, path: str) -> None:
     from livepolicy.cli.common import load_facts, load_policies, resolve_now
 
     t0 = time.perf_counter()
+    c0 = _cpu()
     facts = load_facts(path)
     t1 = time.perf_counter()
     ps = load_policies(str(ROOT / "bench" / "policies"))
@@ -88,8 +91,18 @@ def _child(mode: str, path: str) -> None:
                     g.add_edge(a.name, b.name)
         out.update(graph_s=round(time.perf_counter() - t1, 3), node_edges=g.number_of_edges())
     out["total_s"] = round(time.perf_counter() - t0, 3)
+    out["cpu_s"] = round(_cpu() - c0, 3)
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["child_rss_mib"] = round(
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     print(json.dumps(out))
+
+
+def _cpu() -> float:
+    """User + system CPU of this process and of its finished (forked) children."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def measure(mode: str, nodes: int, variant: str = "lean") -> dict[str, object]:
@@ -106,6 +119,7 @@ def measure(mode: str, nodes: int, variant: str = "lean") -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="500,1000,5000")
+    ap.add_argument("--full", default="1000", help="sizes also run on full snapshots")
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -113,14 +127,18 @@ def main() -> None:
         _child(*args.child)
         return
     rows = []
-    runs = [(int(s), "lean") for s in args.sizes.split(",")] + [(1000, "full")]
+    runs = [(int(s), "lean") for s in args.sizes.split(",")] + \
+        [(int(s), "full") for s in args.full.split(",") if s]
+    load_before = os.getloadavg()
     for n, variant in runs:
         r = measure("plan", n, variant)
         rows.append(r)
         print(f"plan {n:>5} nodes {r['pods']:>7} pods ({variant}, {r['snapshot_mib']} MiB): "
-              f"load {r['load_s']}s + plan {r['plan_s']}s = {r['total_s']}s, peak "
-              f"{r['peak_rss_mib']} MiB, {r['classes']} classes, {r['migrations']} migrations",
-              flush=True)
+              f"load {r['load_s']}s + plan {r['plan_s']}s = {r['total_s']}s (CPU "
+              f"{r['cpu_s']}s), peak {r['peak_rss_mib']} MiB (child {r['child_rss_mib']} MiB), "
+              f"{r['classes']} classes, {r['migrations']} migrations", flush=True)
+    load_after = os.getloadavg()
+    print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     classes = measure("classes", 1000)
     naive = measure("naive", 1000)
     ratio = float(naive["graph_s"]) / max(float(classes["graph_s"]), 1e-6)  # type: ignore[arg-type]
@@ -128,22 +146,25 @@ def main() -> None:
           f"{naive['graph_s']}s -> {ratio:.0f}x faster (edges {classes['node_edges']} vs "
           f"{naive['node_edges']})")
     if args.write_docs:
-        write_docs(rows, classes, naive, ratio)
+        write_docs(rows, classes, naive, ratio, (load_before[0], load_after[0]))
 
 
 def write_docs(rows: list[dict[str, object]], classes: dict[str, object],
-               naive: dict[str, object], ratio: float) -> None:
+               naive: dict[str, object], ratio: float, load: tuple[float, float]) -> None:
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     start, end = "<!-- plan-bench:start -->", "<!-- plan-bench:end -->"
     lines = [start, "", f"Measured {time.strftime('%Y-%m-%d')} on this project's 2-core "
-             "machine with `python -m bench.plan_bench --write-docs`.", "",
-             "| nodes | pods | snapshot | load | plan | total | peak RSS | classes | "
-             "migrations |", "|---|---|---|---|---|---|---|---|---|"]
+             "machine with `python -m bench.plan_bench --write-docs`, shared with other jobs "
+             f"(load average {load[0]:.1f} before the runs, {load[1]:.1f} after). CPU is user + "
+             "system time of the process and of the child it forks; the child's peak RSS is "
+             "its own (mostly pages it shares with the parent until it touches them).", "",
+             "| nodes | pods | snapshot | load | plan | total (wall) | CPU | peak RSS | "
+             "child RSS | classes | migrations |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['nodes']} | {r['pods']} | {r['variant']} {r['snapshot_mib']} MiB "
-                     f"| {r['load_s']} s"
-                     f" | {r['plan_s']} s | {r['total_s']} s | {r['peak_rss_mib']} MiB | "
+                     f"| {r['load_s']} s | {r['plan_s']} s | {r['total_s']} s | {r['cpu_s']} s "
+                     f"| {r['peak_rss_mib']} MiB | {r['child_rss_mib']} MiB | "
                      f"{r['classes']} | {r['migrations']} |")
     lines += ["", f"Compatibility graph at 1,000 nodes, same run: class graph "
               f"{classes['graph_s']} s, naive all-pairs networkx {naive['graph_s']} s: "

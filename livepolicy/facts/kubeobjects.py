@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from sys import intern
 from typing import Any, NamedTuple
 
 import orjson
@@ -464,7 +465,9 @@ class Converter:
         if not isinstance(name, str) or not name:
             self.report(f"{ptr}/metadata/name", "pod has no name")
             return None
-        ns = ns if type(ns) is str else str(ns)
+        # Namespace, node and phase repeat on thousands of pods: one string each (less memory,
+        # and a forked child's share pickles them once).
+        ns = intern(ns if type(ns) is str else str(ns))
         if not isinstance(spec, dict):
             spec = _EMPTY
         if not isinstance(status, dict):
@@ -490,8 +493,9 @@ class Converter:
             ordinal = int(suffix) if suffix.isdigit() else -1
         raw_volumes = spec.get("volumes")
         return make_pod(  # every field, in PodFacts' order
-            ns, name, str(meta.get("uid", "")), str(spec.get("nodeName", "")),
-            str(status.get("phase", "Unknown")), _str_map(meta.get("labels")), annotations,
+            ns, name, str(meta.get("uid", "")), intern(str(spec.get("nodeName", ""))),
+            intern(str(status.get("phase", "Unknown"))), _str_map(meta.get("labels")),
+            annotations,
             owner_kind, owner_name, owner_api, shape.containers, len(inits),
             tuple([self._volume(ns, v if isinstance(v, dict) else _EMPTY) for v in raw_volumes])
             if isinstance(raw_volumes, list) else (),

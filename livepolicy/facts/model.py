@@ -263,18 +263,26 @@ def make_pod(*values: Any) -> PodFacts:
     return _make_pod(*values)
 
 
-def _reducer(cls: type[Any], make: Callable[..., Any]) -> Callable[[Any], tuple[Any, ...]]:
+_TRANSFERRED = (PodFacts, VolumeFacts, ContainerFacts, Toleration, Taint, NodeSelectorTerms,
+                Selector, Requirement)
+_BUILD: dict[type, Callable[..., Any]] = {c: positional_constructor(c) for c in _TRANSFERRED}
+
+
+def rebuild(cls: type[_T], *values: Any) -> _T:
+    """Unpickling side of TRANSFER_REDUCERS (module-level, so pickle refers to it by name)."""
+    made: _T = _BUILD[cls](*values)
+    return made
+
+
+def _reducer(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
     names = [f.name for f in fields(cls)]
     get = attrgetter(*names)
     if len(names) == 1:
-        return lambda obj: (make, (get(obj),))
-    return lambda obj: (make, get(obj))
+        return lambda obj: (rebuild, (cls, get(obj)))
+    return lambda obj: (rebuild, (cls, *get(obj)))
 
 
 # Pickle fact objects as their field tuples: the default for frozen slots dataclasses calls
 # Python-level __getstate__/__setstate__ per object, several times slower at 150k pods.
 TRANSFER_REDUCERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
-    PodFacts: _reducer(PodFacts, make_pod),
-    **{c: _reducer(c, c) for c in (VolumeFacts, ContainerFacts, Toleration, Taint,
-                                   NodeSelectorTerms, Selector, Requirement)},
-}
+    c: _reducer(c) for c in _TRANSFERRED}
