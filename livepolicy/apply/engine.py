@@ -13,6 +13,7 @@ same way, then continues with what is left.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ class AgentEndpoint:
     node: str
     url: str
     token: str
+    # https agents behind a private CA or with mutual TLS (see apply/agents_file.py)
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
 
 class AgentPool(Protocol):
@@ -130,7 +133,7 @@ class Engine:
 
     def _client(self, node: str, timeout: float) -> tuple[AgentClient, AgentEndpoint]:
         ep = self.pool.endpoint(node)
-        return AgentClient(ep.url, ep.token, timeout=timeout), ep
+        return AgentClient(ep.url, ep.token, timeout=timeout, ssl_context=ep.ssl_context), ep
 
     def _timeout(self, m: dict[str, Any]) -> float:
         if self.opts.call_timeout_s is not None:

@@ -11,8 +11,9 @@ from typing import Any
 import click
 
 from livepolicy.agent.client import AgentClientError
+from livepolicy.apply.agents_file import StaticAgents
 from livepolicy.apply.cluster import SnapshotWriter
-from livepolicy.apply.engine import AgentEndpoint, ApplyResult, Engine, EngineOptions
+from livepolicy.apply.engine import ApplyResult, Engine, EngineOptions
 from livepolicy.apply.events import JsonLinesSink, ListSink, TeeSink, make_event
 from livepolicy.apply.journal import Journal
 from livepolicy.apply.local_agents import LocalSimAgents
@@ -37,23 +38,6 @@ from livepolicy.planner.plan import make_plan
 from livepolicy.planner.serialize import plan_document, read_plan
 from livepolicy.render.markdown import render_apply_report
 from livepolicy.render.text import render
-
-
-class StaticAgents:
-    """Agents listed in a file: `{node: {url: ..., tokenFile: ...}}` (YAML or JSON)."""
-
-    def __init__(self, path: Path) -> None:
-        data = load_fast(path)
-        if not isinstance(data, dict):
-            raise DiagnosticError([Diagnostic(str(path), "agents file must map node names "
-                                              "to {url, tokenFile}", "")])
-        self.endpoints = {}
-        for node, spec in data.items():
-            token = Path(str(spec["tokenFile"])).read_text(encoding="utf-8").strip()
-            self.endpoints[str(node)] = AgentEndpoint(str(node), str(spec["url"]), token)
-
-    def endpoint(self, node: str) -> AgentEndpoint:
-        return self.endpoints[node]
 
 
 def _confirm(doc: dict[str, Any]) -> bool:

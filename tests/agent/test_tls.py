@@ -94,3 +94,23 @@ def test_tls_refuses_clients_without_certificate_or_tls(make_agent: Callable[...
     with pytest.raises(AgentUnreachable):
         plain.health()
     assert agent.client.health()["status"] == "ok"
+
+
+def test_agents_file_trusts_its_ca_and_presents_a_client_certificate(
+        make_agent: Callable[..., Agent], pki: Path, tmp_path: Path) -> None:
+    """`apply --agents` reaches agents behind a private CA with mutual TLS (the chart's)."""
+    from livepolicy.apply.agents_file import StaticAgents
+
+    agent = _tls_agent(make_agent, pki, "n1")
+    token = tmp_path / "token"
+    token.write_text(agent.token)
+    path = tmp_path / "agents.yaml"
+    path.write_text(f"n1:\n  url: {agent.url}\n  tokenFile: {token}\n  caFile: {pki / 'ca.pem'}\n"
+                    f"  certFile: {pki / 'agent.pem'}\n  keyFile: {pki / 'agent.key'}\n")
+    ep = StaticAgents(path).endpoint("n1")
+    assert AgentClient(ep.url, ep.token, timeout=5, ssl_context=ep.ssl_context
+                       ).health()["status"] == "ok"
+    path.write_text(f"n1:\n  url: {agent.url}\n  tokenFile: {token}\n")  # system store only
+    ep = StaticAgents(path).endpoint("n1")
+    with pytest.raises(AgentUnreachable):
+        AgentClient(ep.url, ep.token, timeout=5, ssl_context=ep.ssl_context).health()
