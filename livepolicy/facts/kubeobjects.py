@@ -34,6 +34,7 @@ from livepolicy.facts.model import (
     VolumeFacts,
     VolumeKind,
     make_pod,
+    make_volume,
 )
 
 INFO_API = "livepolicy.io/v1alpha1"
@@ -51,7 +52,7 @@ Report = Callable[[str, str], None]  # (pointer, message)
 # From this many pods a forked child converts a share (pickling a pod back costs ~1/4 of
 # converting it, unpickling as much again in the parent, hence the smaller child share).
 PARALLEL_PODS = 10_000
-CHILD_SHARE = 0.45
+CHILD_SHARE = 0.4
 
 _OWNER_KINDS = {"Deployment": OwnerKind.DEPLOYMENT, "ReplicaSet": OwnerKind.REPLICASET,
                 "StatefulSet": OwnerKind.STATEFULSET, "DaemonSet": OwnerKind.DAEMONSET,
@@ -372,10 +373,10 @@ class Converter:
             claim = str(_map(v["persistentVolumeClaim"]).get("claimName", ""))
             pv, phase = self._pvc.get((ns, claim), ("", ""))
             if not pv or pv not in self._pv:
-                return VolumeFacts(name, VolumeKind.PVC, claim=claim, volume=pv, bound=False)
+                return make_volume(name, VolumeKind.PVC, claim, pv, "", False, "", None)
             kind, zone, driver = self._pv[pv]
-            return VolumeFacts(name, VolumeKind.PVC, claim=claim, volume=pv, zone=zone,
-                               bound=phase in ("Bound", ""), driver=driver, backend=kind)
+            return make_volume(name, VolumeKind.PVC, claim, pv, zone, phase in ("Bound", ""),
+                               driver, kind)
         for key, kind in _SIMPLE_VOLUMES.items():  # the first source in this order wins
             if key in v:
                 if kind is VolumeKind.EBS:
@@ -559,8 +560,8 @@ _NO_AFFINITY = NodeSelectorTerms()
 
 @lru_cache(maxsize=4096)
 def _simple_volume(name: str, kind: VolumeKind) -> VolumeFacts:
-    """Volumes like kube-api-access-* repeat on every pod: share one frozen object."""
-    return VolumeFacts(name, kind)
+    """Volumes like `config` repeat on many pods: share one frozen object."""
+    return make_volume(name, kind, "", "", "", True, "", None)
 
 
 _TOLERATIONS: dict[tuple[str, str, str, str], Toleration] = {}

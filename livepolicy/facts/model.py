@@ -263,6 +263,9 @@ def make_pod(*values: Any) -> PodFacts:
     return _make_pod(*values)
 
 
+make_volume = positional_constructor(VolumeFacts)  # every field, in order
+
+
 _TRANSFERRED = (PodFacts, VolumeFacts, ContainerFacts, Toleration, Taint, NodeSelectorTerms,
                 Selector, Requirement)
 _BUILD: dict[type, Callable[..., Any]] = {c: positional_constructor(c) for c in _TRANSFERRED}
