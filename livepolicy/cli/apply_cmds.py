@@ -101,6 +101,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
             raise DiagnosticError([Diagnostic("--sim-faults", "needs --agents sim", None)])
         ps = load_policies(policies or "policies")
         facts = load_facts(cluster)
+        # Checked before confirming and locking: a typo in it must cost nothing.
+        listed = StaticAgents(Path(agents)) if agents != "sim" and cluster != "lab" else None
         if not planfile:
             doc = plan_document(make_plan(facts, ps, resolve_now(None, facts)))
             if not yes and not _confirm(doc):
@@ -146,7 +148,7 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
                 raise DiagnosticError([Diagnostic(str(state), "cannot start the sim agents: "
                                                   f"{exc}", None)]) from None
         else:
-            pool = StaticAgents(Path(agents))
+            pool = listed
         collected = ListSink()
         if as_json:
             sink: Any = TeeSink(JsonLinesSink(), collected)

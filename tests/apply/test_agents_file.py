@@ -58,7 +58,8 @@ def test_apply_reports_a_bad_agents_file_without_traceback(tmp_path: Path) -> No
     path.write_text("n1:\n  url: http://127.0.0.1:1\n")
     result = CliRunner().invoke(cli, ["apply", "--cluster", "examples/cluster.yaml",
                                       "--policies", "examples/policies", "--agents", str(path),
-                                      "--yes"])
+                                      "--state-dir", str(tmp_path / "state"), "--yes"])
     assert result.exit_code == 1, result.output
+    assert not (tmp_path / "state").exists()  # refused before any lock or journal
     assert f"{path}:1:1: tokenFile is required (at /n1/tokenFile)" in result.output
     assert "Traceback" not in result.output
