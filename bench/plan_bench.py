@@ -3,9 +3,8 @@
 Each size runs in a fresh subprocess (so peak RSS is that run's own), on a JSON snapshot
 generated once into the cache. The baseline, measured in the same run at 1,000 nodes,
 is the naive way: a networkx DiGraph built by running every pair rule on every ordered
-node pair. CPU time counts the forked child that shares large loads (livepolicy.core.
-forkshare); its peak RSS is reported apart. Usage: `python -m bench.plan_bench
-[--sizes 500,1000,5000] [--full 1000] [--write-docs]`.
+node pair. CPU time is user + system time of that subprocess. Usage:
+`python -m bench.plan_bench [--sizes 500,1000,5000] [--full 1000] [--write-docs]`.
 """
 
 from __future__ import annotations
@@ -93,16 +92,13 @@ def _child(mode: str, path: str) -> None:
     out["total_s"] = round(time.perf_counter() - t0, 3)
     out["cpu_s"] = round(_cpu() - c0, 3)
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    out["child_rss_mib"] = round(
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     print(json.dumps(out))
 
 
 def _cpu() -> float:
-    """User + system CPU of this process and of its finished (forked) children."""
-    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
-                                                resource.RUSAGE_CHILDREN))
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    """User + system CPU of this process."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 
 
 def measure(mode: str, nodes: int, variant: str = "lean") -> dict[str, object]:
@@ -135,7 +131,7 @@ def main() -> None:
         rows.append(r)
         print(f"plan {n:>5} nodes {r['pods']:>7} pods ({variant}, {r['snapshot_mib']} MiB): "
               f"load {r['load_s']}s + plan {r['plan_s']}s = {r['total_s']}s (CPU "
-              f"{r['cpu_s']}s), peak {r['peak_rss_mib']} MiB (child {r['child_rss_mib']} MiB), "
+              f"{r['cpu_s']}s), peak {r['peak_rss_mib']} MiB, "
               f"{r['classes']} classes, {r['migrations']} migrations", flush=True)
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
@@ -157,14 +153,13 @@ def write_docs(rows: list[dict[str, object]], classes: dict[str, object],
     lines = [start, "", f"Measured {time.strftime('%Y-%m-%d')} on this project's 2-core "
              "machine with `python -m bench.plan_bench --write-docs`, shared with other jobs "
              f"(load average {load[0]:.1f} before the runs, {load[1]:.1f} after). CPU is user + "
-             "system time of the process and of the child it forks; the child's peak RSS is "
-             "its own (mostly pages it shares with the parent until it touches them).", "",
+             "system time of the planning process.", "",
              "| nodes | pods | snapshot | load | plan | total (wall) | CPU | peak RSS | "
-             "child RSS | classes | migrations |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "classes | migrations |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['nodes']} | {r['pods']} | {r['variant']} {r['snapshot_mib']} MiB "
                      f"| {r['load_s']} s | {r['plan_s']} s | {r['total_s']} s | {r['cpu_s']} s "
-                     f"| {r['peak_rss_mib']} MiB | {r['child_rss_mib']} MiB | "
+                     f"| {r['peak_rss_mib']} MiB | "
                      f"{r['classes']} | {r['migrations']} |")
     lines += ["", f"Compatibility graph at 1,000 nodes, same run: class graph "
               f"{classes['graph_s']} s, naive all-pairs networkx {naive['graph_s']} s: "

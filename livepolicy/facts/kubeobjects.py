@@ -16,11 +16,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from livepolicy.core.catalog import family_of, generation_set
-from livepolicy.core.forkshare import can_fork, in_child
 from livepolicy.core.quantity import bytes_of, cpu_millis
 from livepolicy.core.selectors import NodeSelectorTerms, Requirement, Selector
 from livepolicy.facts.model import (
-    TRANSFER_REDUCERS,
     ClusterFacts,
     ClusterInfo,
     ContainerFacts,
@@ -49,11 +47,6 @@ KNOWN_KINDS = frozenset({
 })
 
 Report = Callable[[str, str], None]  # (pointer, message)
-# From this many pods a forked child converts a share (pickling a pod back costs ~1/4 of
-# converting it, unpickling as much again in the parent, hence the smaller child share).
-PARALLEL_PODS = 10_000
-CHILD_SHARE = 0.4
-
 _OWNER_KINDS = {"Deployment": OwnerKind.DEPLOYMENT, "ReplicaSet": OwnerKind.REPLICASET,
                 "StatefulSet": OwnerKind.STATEFULSET, "DaemonSet": OwnerKind.DAEMONSET,
                 "Job": OwnerKind.JOB, "CronJob": OwnerKind.CRONJOB, "Node": OwnerKind.NODE}
@@ -508,32 +501,8 @@ class Converter:
             bool(meta.get("deletionTimestamp")))
 
     def pods(self, items: list[tuple[int, dict[str, Any]]], base: str) -> list[PodFacts]:
-        """Convert pods in item order; a large list is shared with a forked child, whose
-        problems are reported after the parent's share, as if converted in one go."""
-        def run(part: list[tuple[int, dict[str, Any]]]) -> list[PodFacts]:
-            return [p for i, o in part if (p := self.pod(o, f"{base}/{i}"))]
-
-        if len(items) < PARALLEL_PODS or not can_fork():
-            return run(items)
-        cut = int(len(items) * (1 - CHILD_SHARE))
-
-        def child() -> tuple[list[PodFacts], list[tuple[str, str]]]:
-            found: list[tuple[str, str]] = []
-            keep = self.report
-
-            def collect(pointer: str, message: str) -> None:
-                self.problems += 1  # shapes with problems are never cached, as in one go
-                found.append((pointer, message))
-            self.report = collect
-            try:
-                return run(items[cut:]), found
-            finally:
-                self.report = keep
-
-        (theirs, problems), mine = in_child(child, lambda: run(items[:cut]), TRANSFER_REDUCERS)
-        for pointer, message in problems:
-            self.report(pointer, message)
-        return mine + theirs
+        """Convert pods in item order (problems are reported in that order too)."""
+        return [p for i, o in items if (p := self.pod(o, f"{base}/{i}"))]
 
     def pdb(self, obj: Mapping[str, Any], ptr: str) -> PdbFacts | None:
         meta = _map(obj.get("metadata"))

@@ -11,10 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cached_property
-from operator import attrgetter
 from typing import Any, TypeVar
 
-from livepolicy.core.selectors import NodeSelectorTerms, Requirement, Selector
+from livepolicy.core.selectors import NodeSelectorTerms, Selector
 
 _T = TypeVar("_T")
 
@@ -259,33 +258,8 @@ _make_pod = positional_constructor(PodFacts)
 
 
 def make_pod(*values: Any) -> PodFacts:
-    """PodFacts from every field in order (module-level, so pickle refers to it by name)."""
+    """PodFacts from every field in order."""
     return _make_pod(*values)
 
 
 make_volume = positional_constructor(VolumeFacts)  # every field, in order
-
-
-_TRANSFERRED = (PodFacts, VolumeFacts, ContainerFacts, Toleration, Taint, NodeSelectorTerms,
-                Selector, Requirement)
-_BUILD: dict[type, Callable[..., Any]] = {c: positional_constructor(c) for c in _TRANSFERRED}
-
-
-def rebuild(cls: type[_T], *values: Any) -> _T:
-    """Unpickling side of TRANSFER_REDUCERS (module-level, so pickle refers to it by name)."""
-    made: _T = _BUILD[cls](*values)
-    return made
-
-
-def _reducer(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
-    names = [f.name for f in fields(cls)]
-    get = attrgetter(*names)
-    if len(names) == 1:
-        return lambda obj: (rebuild, (cls, get(obj)))
-    return lambda obj: (rebuild, (cls, *get(obj)))
-
-
-# Pickle fact objects as their field tuples: the default for frozen slots dataclasses calls
-# Python-level __getstate__/__setstate__ per object, several times slower at 150k pods.
-TRANSFER_REDUCERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
-    c: _reducer(c) for c in _TRANSFERRED}

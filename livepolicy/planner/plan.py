@@ -1,8 +1,7 @@
 """Orchestrates planning: facts + policies -> graph -> selection -> placement -> budgets.
 
 Pure: no I/O and no clock (the caller passes `now`), so the same inputs always give a
-byte-identical plan. Large clusters assess labels in a forked child (core.forkshare) while
-the claimed pods are placed; the plan is the same bytes either way.
+byte-identical plan.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from livepolicy.core.forkshare import in_child
 from livepolicy.core.quantity import format_duration_ms, parse_duration_ms
 from livepolicy.facts.model import ClusterFacts, PodFacts
 from livepolicy.graph.compat import CompatibilityGraph, build_graph
@@ -38,7 +36,6 @@ __all__ = ["canonical_hash", "fact_hash", "make_plan"]  # the hashes, for apply'
 NO_EDGE = "PL001"
 NO_FIT = "PL002"
 PDB_ZERO = "PL003"
-PARALLEL_PODS = 20_000  # from this many pods, labels are assessed in a forked child
 
 
 def _reason(v: Verdict) -> Reason:
@@ -77,19 +74,11 @@ def make_plan(facts: ClusterFacts, ps: PolicySet, now: datetime) -> Plan:
     sel = select(facts, policies, now)
     order = {p.name: i for i, p in enumerate(policies)}
 
-    def unclaimed() -> list[tuple[int, str, str]]:
-        """Label changes (pod index, action, pod hash) of the pods no policy claims."""
-        pod_hash = PodHasher()
-        return [(i, lc.action, pod_hash(facts.pods[i])) for i, lc in label_changes(
-            facts, graph, ctx, policies, sel, set(), {}, claimed=False)]
-
-    def place_claimed() -> tuple[list[Migration], list[Blocked], dict[str, bool]]:
-        return _place(facts, ps, ctx, graph, sel, policies, order)
-
-    # Most pods are claimed by no policy: their labels are assessed (in a forked child
-    # for large clusters) while the claimed ones are placed and scheduled.
-    others, (migrations, blocked, rule_blocked) = in_child(
-        unclaimed, place_claimed, parallel=len(facts.pods) >= PARALLEL_PODS)
+    pod_hash = PodHasher()
+    # Label changes (pod index, action, pod hash) of the pods no policy claims: most pods.
+    others = [(i, lc.action, pod_hash(facts.pods[i])) for i, lc in label_changes(
+        facts, graph, ctx, policies, sel, set(), {}, claimed=False)]
+    migrations, blocked, rule_blocked = _place(facts, ps, ctx, graph, sel, policies, order)
     key = ctx.settings.labels.migration_enabled
     changes = label_changes(facts, graph, ctx, policies, sel, {m.pod for m in migrations},
                             rule_blocked, claimed=True)
@@ -98,7 +87,6 @@ def make_plan(facts: ClusterFacts, ps: PolicySet, now: datetime) -> Plan:
     changes.sort(key=lambda t: t[0])
     labels = [lc for _, lc in changes]
     dep_objects: dict[str, str] = {f"Pod/{facts.pods[i].key}": h for i, _, h in others}
-    pod_hash = PodHasher()
     for m in migrations:
         pod = facts.pod_by_key[m.pod]
         dep_objects[f"Pod/{m.pod}"] = pod_hash(pod)
