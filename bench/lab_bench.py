@@ -287,8 +287,8 @@ def markdown(r: dict[str, Any]) -> list[str]:
         lines.append(
             f"- {entry['memory_bytes'] // MiB} MiB stop-and-copy: {ratio:.1f}x the floor "
             f"measured in the same run (best {best:.1f}x; target for 1 GiB: 1.5x); the plan "
-            f"estimated {est:.2f} s, {sac['freeze_median_s'] / est:.1f}x less than measured "
-            "(it assumes a 5 Gbps link and 200 ms of fixed overhead).")
+            f"estimated {est:.2f} s (measured/estimated: {sac['freeze_median_s'] / est:.2f}x; "
+            "model: docs/estimates.md).")
     for entry in r["sizes"]:
         pc = entry["strategies"].get("post-copy")
         if pc is None:
