@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from livepolicy.agent.runtimes import netns as nets
+from livepolicy.agent.runtimes.listener import Listener
 
 log = logging.getLogger("livepolicy.agent.criu")
 
@@ -46,7 +47,6 @@ NONCE_LEN = 16
 FRAME_MAX = 1 << 20
 READ_CHUNK = 256 << 10
 HELLO = b"livepolicy-lazy-pages/v1 hello"
-ACCEPT_TIMEOUT_S = 1.0
 IO_TIMEOUT_S = 600.0
 _HEAD = struct.Struct(">IB")
 
@@ -163,57 +163,13 @@ def pump(channel: Channel, local: socket.socket) -> None:
         raise ChannelError(str(errors[0]))
 
 
-class _Listener:
-    """A listening socket in a network namespace, one thread accepting (until closed)."""
-
-    def __init__(self, netns: str, address: str, name: str, port: int = 0) -> None:
-        self._sock = nets.socket_in(netns)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((address, port))
-        self._sock.listen(4)
-        self._sock.settimeout(ACCEPT_TIMEOUT_S)
-        self.address, self.port = address, int(self._sock.getsockname()[1])
-        self._stop = threading.Event()
-        self.error: str = ""
-        self.done = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True, name=name)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(IO_TIMEOUT_S)
-            threading.Thread(target=self._guarded, args=(conn, peer), daemon=True).start()
-
-    def _guarded(self, conn: socket.socket, peer: object) -> None:
-        with conn:
-            try:
-                self.handle(conn, peer)
-            except (OSError, ChannelError) as exc:
-                self.error = f"{exc}"
-                log.warning("lazy pages %s: %s", peer, exc)
-
-    def handle(self, conn: socket.socket, peer: object) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._sock.close()
-        self._thread.join(timeout=ACCEPT_TIMEOUT_S + 1)
-
-
-class Relay(_Listener):
+class Relay(Listener):
     """Source side: authenticated peers on the node address reach CRIU's lazy page server
     (127.0.0.1:`criu_port` inside the pod namespace). `on_pull()` is asked first; False
     refuses (the migration was rolled back)."""
+
+    errors = (OSError, ChannelError)
+    what = "lazy pages"
 
     def __init__(self, *, node_netns: str, address: str, pod_netns: str, criu_port: int,
                  key: bytes, context: bytes, on_pull: Callable[[], bool], port: int = 0
@@ -222,7 +178,8 @@ class Relay(_Listener):
         self.key, self.context, self.on_pull = key, context, on_pull
         self.pulled = threading.Event()
         self._busy = threading.Lock()
-        super().__init__(node_netns, address, f"lazy-relay-{pod_netns}", port)
+        super().__init__(node_netns, address, f"lazy-relay-{pod_netns}", port,
+                         io_timeout=IO_TIMEOUT_S)
 
     def handle(self, conn: socket.socket, peer: object) -> None:
         channel = Channel(conn, self.key, self.context, server=True)
@@ -234,18 +191,21 @@ class Relay(_Listener):
         local = nets.connect_in(self.pod_netns, "127.0.0.1", self.criu_port, IO_TIMEOUT_S)
         with local:
             pump(channel, local)
-        self.done.set()
 
 
-class Pull(_Listener):
+class Pull(Listener):
     """Destination side: CRIU's lazy-pages daemon connects here (127.0.0.1 in the restored
     pod's namespace); the connection is relayed, sealed, to the source's `Relay`."""
+
+    errors = (OSError, ChannelError)
+    what = "lazy pages"
 
     def __init__(self, *, pod_netns: str, node_netns: str, address: str, port: int,
                  key: bytes, context: bytes) -> None:
         self.node_netns, self.source = node_netns, (address, port)
         self.key, self.context = key, context
-        super().__init__(pod_netns, "127.0.0.1", f"lazy-pull-{pod_netns}")
+        super().__init__(pod_netns, "127.0.0.1", f"lazy-pull-{pod_netns}",
+                         io_timeout=IO_TIMEOUT_S)
 
     def handle(self, conn: socket.socket, peer: object) -> None:
         remote = nets.connect_in(self.node_netns, self.source[0], self.source[1], IO_TIMEOUT_S)
@@ -253,7 +213,6 @@ class Pull(_Listener):
             remote.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             channel = Channel(remote, self.key, self.context, server=False)
             pump(channel, conn)
-        self.done.set()
 
 
 # -- CRIU processes ------------------------------------------------------------------------

@@ -22,13 +22,11 @@ step of the generic image path.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hmac
 import logging
 import os
 import socket
 import struct
-import threading
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -38,11 +36,11 @@ from livepolicy.agent.crypto import DEFAULT_CHUNK, MAGIC, PREFIX_LEN, decrypt_st
 from livepolicy.agent.errors import ApiError
 from livepolicy.agent.runtimes import criu_archive as archive
 from livepolicy.agent.runtimes import netns as nets
+from livepolicy.agent.runtimes.listener import Listener
 
 log = logging.getLogger("livepolicy.agent.criu")
 
 TOKEN_LINE_MAX = 256
-ACCEPT_TIMEOUT_S = 1.0
 IO_TIMEOUT_S = 120.0
 
 
@@ -103,8 +101,10 @@ class StreamSealer:
             self._seal(view[: self._fill], last=True)
 
 
-class PageServer:
+class PageServer(Listener):
     """Serves one pod's page files, sealed, to whoever presents the token (until closed)."""
+
+    what = "page stream to"
 
     def __init__(self, *, netns: str, address: str, root: Path, dirs: list[str],
                  namespace: str, name: str, uid: str,
@@ -120,62 +120,31 @@ class PageServer:
             self.token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
             self.stream_id = os.urandom(16).hex()
         self.context = stream_context(namespace, name, uid, self.stream_id)
-        self.address = address
-        self._sock = nets.socket_in(netns)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((address, int(resume["port"]) if resume is not None else 0))
-        self._sock.listen(4)
-        self._sock.settimeout(ACCEPT_TIMEOUT_S)
-        self.port = int(self._sock.getsockname()[1])
         self.served = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True,
-                                        name=f"criu-pages-{namespace}-{name}")
-        self._thread.start()
+        super().__init__(netns, address, f"criu-pages-{namespace}-{name}",
+                         int(resume["port"]) if resume is not None else 0,
+                         io_timeout=IO_TIMEOUT_S)
 
     def manifest(self) -> dict[str, Any]:
         return {"address": self.address, "port": self.port, "token": self.token,
                 "key": base64.b64encode(self.key).decode(), "stream_id": self.stream_id}
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+    def handle(self, conn: socket.socket, peer: object) -> None:
+        line = b""
+        while not line.endswith(b"\n") and len(line) < TOKEN_LINE_MAX:
+            chunk = conn.recv(TOKEN_LINE_MAX - len(line))
+            if not chunk:
                 return
-            threading.Thread(target=self._one, args=(conn, peer), daemon=True).start()
-
-    def _one(self, conn: socket.socket, peer: Any) -> None:
-        with conn:
-            conn.settimeout(IO_TIMEOUT_S)
-            try:
-                line = b""
-                while not line.endswith(b"\n") and len(line) < TOKEN_LINE_MAX:
-                    chunk = conn.recv(TOKEN_LINE_MAX - len(line))
-                    if not chunk:
-                        return
-                    line += chunk
-                if not hmac.compare_digest(line.strip(), self.token.encode()):
-                    log.warning("page stream: wrong token from %s", peer)
-                    return
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-                writer = StreamSealer(self.key, self.context, conn)
-                archive.write_archive(writer, {"stream_id": self.stream_id}, self.root,
-                                      self.dirs, select=is_pages)
-                writer.close()
-                self.served += 1
-            except OSError as exc:
-                log.warning("page stream to %s failed: %s", peer, exc)
-
-    def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)  # wakes accept()
-        with contextlib.suppress(OSError):
-            self._sock.close()
-        self._thread.join(timeout=ACCEPT_TIMEOUT_S + 1)
+            line += chunk
+        if not hmac.compare_digest(line.strip(), self.token.encode()):
+            log.warning("page stream: wrong token from %s", peer)
+            return
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        writer = StreamSealer(self.key, self.context, conn)
+        archive.write_archive(writer, {"stream_id": self.stream_id}, self.root,
+                              self.dirs, select=is_pages)
+        writer.close()
+        self.served += 1
 
 
 def fetch_pages(info: dict[str, Any], *, netns: str, dest: Path, namespace: str, name: str,
