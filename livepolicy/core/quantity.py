@@ -19,10 +19,12 @@ _QTY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|
 
 def parse_quantity(value: str | int | float) -> Decimal:
     """Parse a Kubernetes resource quantity ("500m", "2Gi", "1.5") into a Decimal."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite quantity: {value!r}")
         return Decimal(str(value))
+    if not isinstance(value, str):  # snapshots are user input: a map or list lands here too
+        raise ValueError(f"not a quantity: {value!r}")
     m = _QTY.match(value.strip())
     if not m:
         raise ValueError(f"not a Kubernetes quantity: {value!r}")

@@ -220,8 +220,9 @@ class Converter:
                           .get("nodeSelectorTerms")):
             for expr in _list(_map(term).get("matchExpressions")):
                 e = _map(expr)
-                if e.get("key") in ZONE_KEYS and e.get("operator") == "In" and e.get("values"):
-                    zone = zone or str(_list(e.get("values"))[0])
+                values = _list(e.get("values"))
+                if e.get("key") in ZONE_KEYS and e.get("operator") == "In" and values:
+                    zone = zone or str(values[0])
         csi = _map(spec.get("csi"))
         driver = str(csi.get("driver", ""))
         if driver == "ebs.csi.aws.com" or "awsElasticBlockStore" in spec:
