@@ -33,6 +33,7 @@ from livepolicy.agent.faults import FaultTable
 from livepolicy.agent.fsutil import ensure_private_dir
 from livepolicy.agent.ids import check_agent_url, check_mid, check_pod_ref, check_uid
 from livepolicy.agent.images import ImageStore
+from livepolicy.agent.keyed_locks import KeyedLocks
 from livepolicy.agent.migrations import MigrationRecord, MigrationStore
 from livepolicy.agent.runtimes import make_runtime
 from livepolicy.agent.runtimes.base import LazyCheckpoint, PodInfo, PodRef, Runtime
@@ -66,7 +67,7 @@ class AgentService(NodeEndpoints, CheckpointSteps, TransferSteps):
         self._exit = exit_hook
         self._keys = {}  # migration keys: memory only, never on disk
         self._lock = threading.Lock()
-        self._mid_locks = {}
+        self._mid_locks = KeyedLocks()
         if hasattr(self.runtime, "pull_hook"):  # criu: pulls of dumps served again
             self.runtime.pull_hook = self._pulled_pod
         self._recover()

@@ -8,7 +8,6 @@ restart (`_pulled_pod`).
 
 from __future__ import annotations
 
-import threading
 import time
 
 from livepolicy.agent.crypto import Sink, image_context
@@ -80,8 +79,7 @@ class CheckpointSteps(ServiceCore):
     def _pulled(self, mid: str) -> bool:
         """The destination of post-copy migration `mid` started pulling this source's
         pages: past the point of no return here too (unless rolled back already)."""
-        with self._lock:
-            lock = self._mid_locks.setdefault(mid, threading.Lock())
+        lock = self._mid_locks.get(mid)
         if not lock.acquire(timeout=PULL_LOCK_TIMEOUT_S):
             log.warning("post-copy %s: pull refused, the migration is busy", mid)
             return False

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from livepolicy.agent.config import AgentConfig
 from livepolicy.agent.errors import ApiError, bad_request, conflict, not_found
 from livepolicy.agent.faults import FaultTable
 from livepolicy.agent.images import COPY_CHUNK, ImageStore, Readable
+from livepolicy.agent.keyed_locks import KeyedLocks
 from livepolicy.agent.migrations import MigrationRecord, MigrationStore
 from livepolicy.agent.runtimes.base import PodRef, Runtime
 
@@ -77,15 +78,11 @@ class ServiceCore:
     _exit: Callable[[int], object]
     _keys: dict[str, bytes]  # migration keys: memory only, never on disk
     _lock: threading.Lock
-    _mid_locks: dict[str, threading.Lock]
+    _mid_locks: KeyedLocks
 
     # -- plumbing ------------------------------------------------------------------------
-    @contextmanager
-    def _locked(self, mid: str) -> Iterator[None]:
-        with self._lock:
-            lock = self._mid_locks.setdefault(mid, threading.Lock())
-        with lock:
-            yield
+    def _locked(self, mid: str) -> AbstractContextManager[None]:
+        return self._mid_locks.hold(mid)
 
     def _fault(self, phase: str, mid: str | None, when: str) -> float:
         """Fire an armed fault, if any; returns the slowdown factor for this phase."""

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from livepolicy.agent.errors import ApiError, conflict, not_found
 from livepolicy.agent.fsutil import atomic_write_bytes, ensure_private_dir
+from livepolicy.agent.keyed_locks import KeyedLocks
 from livepolicy.agent.runtimes import criu_pages as pages
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.agent.runtimes.base import Features, PodInfo, PodRef
@@ -95,7 +96,7 @@ class CriuRuntime(PostCopy, StopAndCopy, CriuSpares):
         self.pods = PodStore(Path(network.pods_dir))
         self._stop = stop or threading.Event()
         self._lock = threading.Lock()
-        self._pod_locks = {}
+        self._pod_locks = KeyedLocks()
         self.caps = capabilities or tool.detect()
         if not self.caps.check_ok:
             raise ValueError(f"criu check failed for {tool.path}: {self.caps.check_output}")

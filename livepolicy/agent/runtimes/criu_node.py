@@ -16,13 +16,14 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from livepolicy.agent.errors import conflict, not_found
+from livepolicy.agent.keyed_locks import KeyedLocks
 from livepolicy.agent.runtimes import criu_lazy as lazy
 from livepolicy.agent.runtimes import criu_pages as pages
 from livepolicy.agent.runtimes import netns as nets
@@ -77,7 +78,7 @@ class CriuNode:
     caps: CriuCapabilities
     _stop: threading.Event
     _lock: threading.Lock
-    _pod_locks: dict[str, threading.Lock]
+    _pod_locks: KeyedLocks
     _features: Features
     _page_servers: dict[str, pages.PageServer]
     _lazy: dict[str, LazyDump]  # source: lazy dumps serving pages
@@ -99,12 +100,8 @@ class CriuNode:
         def _restore_lazy(self, manifest: dict[str, Any], rec: PodRecord,
                           unpack: Path) -> None: ...
 
-    @contextmanager
-    def _pod_lock(self, ref: PodRef) -> Iterator[None]:
-        with self._lock:
-            lock = self._pod_locks.setdefault(ref.key, threading.Lock())
-        with lock:
-            yield
+    def _pod_lock(self, ref: PodRef) -> AbstractContextManager[None]:
+        return self._pod_locks.hold(ref.key)
 
     def _podnet(self, rec: PodRecord) -> nets.PodNet:
         return nets.PodNet(netns=rec.netns, node_netns=self.net.netns, bridge=self.net.bridge,

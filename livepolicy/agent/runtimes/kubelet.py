@@ -41,14 +41,15 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
 from livepolicy.agent.crypto import Sink
 from livepolicy.agent.errors import ApiError, conflict, not_found
 from livepolicy.agent.fsutil import atomic_write_bytes, ensure_private_dir
+from livepolicy.agent.keyed_locks import KeyedLocks
 from livepolicy.agent.runtimes import kubelet_pods as kp
 from livepolicy.agent.runtimes import kubelet_stream as ks
 from livepolicy.agent.runtimes.base import (
@@ -101,7 +102,7 @@ class KubeletRuntime:
         self._stop = stop or threading.Event()
         self.work = ensure_private_dir(state_dir / "kubelet")
         self._lock = threading.Lock()
-        self._pod_locks: dict[str, threading.Lock] = {}
+        self._pod_locks = KeyedLocks()
         self.info = containerd_info or containerd.detect()
         if not self.info.restore:
             log.warning("this node cannot restore pods (destination role refused): %s",
@@ -140,12 +141,8 @@ class KubeletRuntime:
             rec = self._records.get(ref.key)
             return dict(rec) if rec is not None else None
 
-    @contextmanager
-    def _pod_lock(self, ref: PodRef) -> Iterator[None]:
-        with self._lock:
-            lock = self._pod_locks.setdefault(ref.key, threading.Lock())
-        with lock:
-            yield
+    def _pod_lock(self, ref: PodRef) -> AbstractContextManager[None]:
+        return self._pod_locks.hold(ref.key)
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         try:
