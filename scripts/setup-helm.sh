@@ -63,12 +63,9 @@ if [[ $force == 0 ]] && up_to_date; then   # built by the run we waited for
   exit 0
 fi
 
-command -v go >/dev/null || { echo "error: 'go' not found; Go >= $MIN_GO is needed" >&2; exit 1; }
-go_version="$(GOTOOLCHAIN=local go env GOVERSION)"; go_version="${go_version#go}"
-if [[ "$(printf '%s\n%s\n' "$MIN_GO" "$go_version" | sort -V | head -n1)" != "$MIN_GO" ]]; then
-  echo "error: Go $go_version is older than $MIN_GO, which helm $HELM_VERSION needs" >&2
-  exit 1
-fi
+# shellcheck source=lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/go.sh"
+require_go "$MIN_GO" "helm $HELM_VERSION"
 
 export GOTOOLCHAIN=local          # never fetch another toolchain
 export GOFLAGS="-buildvcs=false"

@@ -83,12 +83,9 @@ fi
 exec 9>"$cache/.setup-kube-testenv.lock"
 flock 9
 
-command -v go >/dev/null || { echo "error: 'go' not found; Go >= $MIN_GO is needed" >&2; exit 1; }
-go_version="$(GOTOOLCHAIN=local go env GOVERSION)"; go_version="${go_version#go}"
-if [[ "$(printf '%s\n%s\n' "$MIN_GO" "$go_version" | sort -V | head -n1)" != "$MIN_GO" ]]; then
-  echo "error: Go $go_version is older than $MIN_GO, which k8s.io/kubernetes $K8S_VERSION needs" >&2
-  exit 1
-fi
+# shellcheck source=lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/go.sh"
+require_go "$MIN_GO" "k8s.io/kubernetes $K8S_VERSION"
 
 export GOTOOLCHAIN=local          # never fetch another toolchain
 export GOFLAGS="-mod=mod -buildvcs=false"
