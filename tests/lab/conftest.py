@@ -91,3 +91,24 @@ def cli(lab: Lab, *args: str, timeout: float = 300,
     env = {**os.environ, "LIVEPOLICY_LAB_DIR": str(lab.root)}
     return subprocess.run([*LIVEPOLICY, *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd or REPO, check=False)
+
+
+def move_policy(tmp_path: Path, pod: str, name: str, transfer: str) -> Path:
+    """A policy directory that moves `pod` (by its test label) off lab-1 with `transfer`."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "move.yaml").write_text(f"""\
+apiVersion: livepolicy.io/v1alpha1
+kind: MigrationPolicy
+metadata:
+  name: {name}
+spec:
+  workloads:
+    selector:
+      matchLabels: {{test: {pod.split("/")[1]}}}
+  sources:
+    names: [lab-1]
+  strategy:
+    memoryTransfer: {transfer}
+""")
+    return policies

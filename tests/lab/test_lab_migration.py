@@ -25,7 +25,7 @@ from livepolicy.lab.client import ClientStats, StreamClient
 from livepolicy.lab.lab import Lab
 from livepolicy.lab.move import move_pod
 from livepolicy.lab.source import LabSource
-from tests.lab.conftest import cli
+from tests.lab.conftest import cli, move_policy
 
 pytestmark = pytest.mark.criu
 
@@ -226,23 +226,7 @@ def test_lab_is_a_cluster_snapshot(lab: Lab, pod: str) -> None:
 
 def test_apply_moves_pod_while_client_streams(lab: Lab, pod: str, tmp_path: Path) -> None:
     """`livepolicy apply` (plan, engine, agents) on the lab's snapshot and agents file."""
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    label = pod.split("/")[1]
-    (policies / "move.yaml").write_text(f"""\
-apiVersion: livepolicy.io/v1alpha1
-kind: MigrationPolicy
-metadata:
-  name: lab-move
-spec:
-  workloads:
-    selector:
-      matchLabels: {{test: {label}}}
-  sources:
-    names: [lab-1]
-  strategy:
-    memoryTransfer: stop-and-copy
-""")
+    policies = move_policy(tmp_path, pod, "lab-move", "stop-and-copy")
     snap = tmp_path / "lab.json"
     res = cli(lab, "lab", "snapshot", "--out", str(snap))
     assert res.returncode == 0, res.stderr
@@ -267,22 +251,7 @@ spec:
 def test_apply_cluster_lab_contract(lab: Lab, pod: str, tmp_path: Path) -> None:
     """The issue's contract: `apply --cluster lab --policies DIR --yes`, while a client
     streams; afterwards a plan of the lab reports no changes."""
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "move.yaml").write_text(f"""\
-apiVersion: livepolicy.io/v1alpha1
-kind: MigrationPolicy
-metadata:
-  name: lab-contract
-spec:
-  workloads:
-    selector:
-      matchLabels: {{test: {pod.split("/")[1]}}}
-  sources:
-    names: [lab-1]
-  strategy:
-    memoryTransfer: stop-and-copy
-""")
+    policies = move_policy(tmp_path, pod, "lab-contract", "stop-and-copy")
     c = _client(lab, pod)
     res = cli(lab, "apply", "--cluster", "lab", "--policies", str(policies), "--yes",
               "--state-dir", str(tmp_path / "apply"))

@@ -23,7 +23,7 @@ from livepolicy.agent.runtimes import criu_lazy
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.lab.lab import Lab
 from livepolicy.lab.move import move_pod
-from tests.lab.conftest import cli
+from tests.lab.conftest import cli, move_policy
 from tests.lab.test_lab_migration import _client, _criu_dirs, _finish, _images
 
 pytestmark = pytest.mark.criu
@@ -129,22 +129,7 @@ def test_lazy_pages_stay_on_loopback_and_the_relay_wants_the_key(lab: Lab, pod: 
 
 def test_apply_post_copy_policy_while_client_streams(lab: Lab, pod: str,
                                                      tmp_path: Path) -> None:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "move.yaml").write_text(f"""\
-apiVersion: livepolicy.io/v1alpha1
-kind: MigrationPolicy
-metadata:
-  name: lab-post-copy
-spec:
-  workloads:
-    selector:
-      matchLabels: {{test: {pod.split("/")[1]}}}
-  sources:
-    names: [lab-1]
-  strategy:
-    memoryTransfer: post-copy
-""")
+    policies = move_policy(tmp_path, pod, "lab-post-copy", "post-copy")
     c = _client(lab, pod)
     res = cli(lab, "apply", "--cluster", "lab", "--policies", str(policies), "--yes",
               "--json", "--state-dir", str(tmp_path / "apply"))
