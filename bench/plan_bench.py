@@ -48,7 +48,7 @@ def snapshot(nodes: int, variant: str = "lean") -> Path:
 
 def _child(mode: str, path: str) -> None:
     """Runs inside the measured subprocess; prints one JSON line of figures."""
-    from livepolicy.cli.common import load_facts, load_policies, resolve_now
+    from livepolicy.cli.common import load_facts, load_policies, plan_doc, resolve_now
 
     t0 = time.perf_counter()
     c0 = _cpu()
@@ -58,15 +58,14 @@ def _child(mode: str, path: str) -> None:
     out: dict[str, object] = {"nodes": len(facts.nodes), "pods": len(facts.pods),
                               "load_s": round(t1 - t0, 3)}
     if mode == "plan":
-        from livepolicy.planner.plan import make_plan
-        from livepolicy.planner.serialize import dumps, plan_document
+        from livepolicy.planner.serialize import dumps
 
-        plan = make_plan(facts, ps, resolve_now(None, facts))
-        data = dumps(plan_document(plan))
+        doc = plan_doc(facts, ps, resolve_now(None, facts))  # as `livepolicy plan` does
+        data = dumps(doc)
         t2 = time.perf_counter()
-        out.update(plan_s=round(t2 - t1, 3), migrations=len(plan.migrations),
-                   blocked=len(plan.blocked), labels=len(plan.labels),
-                   classes=plan.graph["classes"], plan_bytes=len(data))
+        out.update(plan_s=round(t2 - t1, 3), migrations=len(doc["migrations"]),
+                   blocked=len(doc["blocked"]), labels=len(doc["labels"]),
+                   classes=doc["graph"]["classes"], plan_bytes=len(data))
     elif mode == "classes":
         from livepolicy.graph.compat import build_graph
         from livepolicy.rules.base import Context

@@ -27,6 +27,7 @@ from livepolicy.cli.common import (
     json_option,
     load_facts,
     load_policies,
+    plan_doc,
     print_lines,
     resolve_now,
 )
@@ -34,8 +35,7 @@ from livepolicy.cli.progress import RichProgressSink
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
 from livepolicy.core.locking import StateLockBackend
 from livepolicy.core.yamlsrc import load_fast
-from livepolicy.planner.plan import make_plan
-from livepolicy.planner.serialize import plan_document, read_plan
+from livepolicy.planner.serialize import read_plan
 from livepolicy.render.markdown import render_apply_report
 from livepolicy.render.text import render
 
@@ -104,7 +104,7 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         # Checked before confirming and locking: a typo in it must cost nothing.
         listed = StaticAgents(Path(agents)) if agents != "sim" and cluster != "lab" else None
         if not planfile:
-            doc = plan_document(make_plan(facts, ps, resolve_now(None, facts)))
+            doc = plan_doc(facts, ps, resolve_now(None, facts))
             if not yes and not _confirm(doc):
                 click.echo("Apply cancelled.", err=True)
                 sys.exit(EXIT_OK)

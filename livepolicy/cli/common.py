@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +16,10 @@ from rich.text import Text
 
 from livepolicy.cli.sources import enrich_from_aws, read_facts, source_options
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
+from livepolicy.core.yamlsrc import gc_paused
 from livepolicy.facts.model import ClusterFacts
+from livepolicy.planner.plan import make_plan
+from livepolicy.planner.serialize import plan_document
 from livepolicy.policy.load import PolicySet, load_policy_set
 from livepolicy.rules.registry import template_diagnostics
 
@@ -57,11 +59,15 @@ def load_policies(path: str) -> PolicySet:
 
 
 def load_facts(cluster: str) -> ClusterFacts:
-    facts = enrich_from_aws(read_facts(cluster), source_options())
-    # The facts live until the command ends: keep the cyclic GC from rescanning them on
-    # every collection while planning (a third of the planning time at 150k pods).
-    gc.freeze()
-    return facts
+    with gc_paused(keep=True):  # the facts live until the command ends
+        return enrich_from_aws(read_facts(cluster), source_options())
+
+
+def plan_doc(facts: ClusterFacts, ps: PolicySet, now: datetime) -> dict[str, Any]:
+    """The plan document; the collector stays off while the planner builds its ~10^6
+    small acyclic objects (at 150k pods it would rescan them several times, ~0.6 s)."""
+    with gc_paused(keep=True):
+        return plan_document(make_plan(facts, ps, now))
 
 
 def resolve_now(now: str | None, facts: ClusterFacts) -> datetime:

@@ -15,13 +15,13 @@ from livepolicy.cli.common import (
     json_option,
     load_facts,
     load_policies,
+    plan_doc,
     policies_option,
     print_json,
     print_lines,
     resolve_now,
 )
-from livepolicy.planner.plan import make_plan
-from livepolicy.planner.serialize import dumps, plan_document, read_plan
+from livepolicy.planner.serialize import dumps, read_plan
 from livepolicy.render.markdown import render_markdown
 from livepolicy.render.text import render
 
@@ -43,7 +43,7 @@ def plan(cluster: str, policies: str, as_json: bool, out: str | None, markdown: 
     with diagnostics_exit(as_json):
         ps = load_policies(policies)
         facts = load_facts(cluster)
-        doc = plan_document(make_plan(facts, ps, resolve_now(now, facts)))
+        doc = plan_doc(facts, ps, resolve_now(now, facts))
     if out:
         Path(out).write_bytes(dumps(doc))
     if markdown:

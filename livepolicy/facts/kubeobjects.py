@@ -7,6 +7,7 @@ with the JSON pointer of the offending field instead of raising on the first one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from livepolicy.facts.kubeconvert import Converter
@@ -21,14 +22,17 @@ from livepolicy.facts.kubevalues import (
 from livepolicy.facts.model import ClusterFacts, NodeFacts, PodFacts
 
 __all__ = ["INFO_API", "KNOWN_KINDS", "REGION_KEYS", "ZONE_KEYS", "Converter", "Report",
-           "build_facts", "image_family"]
+           "assemble", "build_facts", "image_family"]
+
+
+ByKind = dict[str, list[tuple[int, Any]]]  # kind -> (index in the items, object)
 
 
 def build_facts(items: list[Any], report: Report, base: str = "/items",
                 source: str = "") -> ClusterFacts:
     """Convert a list of Kubernetes objects (any order) into ClusterFacts."""
     conv = Converter(report)
-    by_kind: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    by_kind: ByKind = {}
     for i, obj in enumerate(items):
         ptr = f"{base}/{i}"
         if not isinstance(obj, dict):
@@ -43,9 +47,18 @@ def build_facts(items: list[Any], report: Report, base: str = "/items",
                    f"{', '.join(sorted(KNOWN_KINDS))})")
             continue
         by_kind.setdefault(kind, []).append((i, obj))
+    return assemble(conv, by_kind, conv.pods, base, source)
+
+
+def assemble(conv: Converter, by_kind: ByKind,
+             pods_of: Callable[[list[tuple[int, Any]], str], list[PodFacts]], base: str,
+             source: str) -> ClusterFacts:
+    """ClusterFacts from objects grouped by kind: every kind but Pod as a dict; pods as
+    `pods_of` takes them (dicts here, typed structs in kubetyped)."""
     for i, obj in by_kind.get("ClusterInfo", []):
         if obj.get("apiVersion") != INFO_API:
-            report(f"{base}/{i}/apiVersion", f"ClusterInfo must have apiVersion {INFO_API!r}")
+            conv.report(f"{base}/{i}/apiVersion",
+                        f"ClusterInfo must have apiVersion {INFO_API!r}")
         conv.set_info(obj, f"{base}/{i}")
     for kind in ("ReplicaSet", "Job"):
         for _, obj in by_kind.get(kind, []):
@@ -57,10 +70,10 @@ def build_facts(items: list[Any], report: Report, base: str = "/items",
     for _, obj in by_kind.get("ENIConfig", []):
         conv.index_eniconfig(obj)
     nodes = [n for i, o in by_kind.get("Node", []) if (n := conv.node(o, f"{base}/{i}"))]
-    pods = conv.pods(by_kind.get("Pod", []), base)
+    pods = pods_of(by_kind.get("Pod", []), base)
     pdbs = [d for i, o in by_kind.get("PodDisruptionBudget", [])
             if (d := conv.pdb(o, f"{base}/{i}"))]
-    _check_unique(nodes, pods, by_kind, base, report)
+    _check_unique(nodes, pods, by_kind, base, conv.report)
     replicas: dict[str, int] = {}
     for p in pods:
         w = p.workload
@@ -74,7 +87,7 @@ def build_facts(items: list[Any], report: Report, base: str = "/items",
 
 
 def _check_unique(nodes: list[NodeFacts], pods: list[PodFacts],
-                  by_kind: dict[str, list[tuple[int, dict[str, Any]]]], base: str,
+                  by_kind: ByKind, base: str,
                   report: Report) -> None:
     seen: set[str] = set()
     for (i, _), n in zip(by_kind.get("Node", []), nodes, strict=False):

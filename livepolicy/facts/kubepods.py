@@ -210,6 +210,13 @@ class PodConverter:
         if found is not None:
             return found
         before = self.problems
+        found = self._derive_shape(spec, containers, inits, ptr)
+        if key is not None and self.problems == before:
+            self._shapes[key] = found
+        return found
+
+    def _derive_shape(self, spec: Mapping[str, Any], containers: list[Any], inits: list[Any],
+                      ptr: str) -> _SpecShape:
         cpu, mem, limit, ext = self._requests(containers, f"{ptr}/spec/containers")
         for i, ic in enumerate(inits):  # each init container runs alone: take the max
             one_cpu, one_mem, _, _ = self._requests([ic], f"{ptr}/spec/initContainers/{i}")
@@ -225,14 +232,11 @@ class PodConverter:
             if "memory" in overhead:
                 mem += self._mem(overhead["memory"], f"{ptr}/spec/overhead/memory")
         priority = spec.get("priority", 0)
-        found = _SpecShape(
+        return _SpecShape(
             cpu, mem, limit, cfacts, _str_map(spec.get("nodeSelector")),
             self._tolerations(spec.get("tolerations")),
             priority if isinstance(priority, int) else 0, str(spec.get("priorityClassName", "")),
             bool(spec.get("hostNetwork", False)))
-        if key is not None and self.problems == before:
-            self._shapes[key] = found
-        return found
 
     def pod(self, obj: Mapping[str, Any], ptr: str) -> PodFacts | None:
         # The hottest function at 150k pods: _map/_list are inlined.
@@ -258,35 +262,48 @@ class PodConverter:
         if not isinstance(inits, list):
             inits = []
         shape = self._spec_shape(spec, containers, inits, ptr)
-        owner_kind, owner_name, owner_api = self._resolve_owner(ns, meta)
         raw_ann = meta.get("annotations")
         # Only livepolicy's own annotations matter; keeping the rest costs memory at scale.
-        annotations = {k: str(v) for k, v in raw_ann.items() if k.startswith("livepolicy.io/")} \
-            if isinstance(raw_ann, dict) and raw_ann else _NO_ANNOTATIONS
-        annotations = annotations or _NO_ANNOTATIONS  # one shared empty dict, never mutated
+        annotations = own_annotations(raw_ann) if isinstance(raw_ann, dict) and raw_ann \
+            else _NO_ANNOTATIONS
+        raw_volumes = spec.get("volumes")
+        return self._finish(
+            ns, name, str(meta.get("uid", "")), intern(str(spec.get("nodeName", ""))),
+            intern(str(status.get("phase", "Unknown"))), _str_map(meta.get("labels")),
+            annotations, self._resolve_owner(ns, meta), shape, len(inits),
+            tuple([self._volume(ns, v if isinstance(v, dict) else _EMPTY) for v in raw_volumes])
+            if isinstance(raw_volumes, list) else (),
+            self._affinity(spec.get("affinity")), bool(meta.get("deletionTimestamp")), ptr)
+
+    def _finish(self, ns: str, name: str, uid: str, node: str, phase: str,
+                labels: dict[str, str], annotations: dict[str, str],
+                owner: tuple[OwnerKind, str, str], shape: _SpecShape, inits: int,
+                volumes: tuple[VolumeFacts, ...], affinity: NodeSelectorTerms, deleting: bool,
+                ptr: str) -> PodFacts:
+        """The PodFacts from its converted parts (shared by the dict and the typed paths)."""
+        owner_kind, owner_name, owner_api = owner
         usage = annotations.get("livepolicy.io/memory-usage")
         ordinal = -1
         if owner_kind is OwnerKind.STATEFULSET:
             suffix = name.rsplit("-", 1)[-1]
             ordinal = int(suffix) if suffix.isdigit() else -1
-        raw_volumes = spec.get("volumes")
         return make_pod(  # every field, in PodFacts' order
-            ns, name, str(meta.get("uid", "")), intern(str(spec.get("nodeName", ""))),
-            intern(str(status.get("phase", "Unknown"))), _str_map(meta.get("labels")),
-            annotations,
-            owner_kind, owner_name, owner_api, shape.containers, len(inits),
-            tuple([self._volume(ns, v if isinstance(v, dict) else _EMPTY) for v in raw_volumes])
-            if isinstance(raw_volumes, list) else (),
+            ns, name, uid, node, phase, labels, annotations,
+            owner_kind, owner_name, owner_api, shape.containers, inits, volumes,
             shape.cpu, shape.mem, shape.limit,
             self._mem(usage, f"{ptr}/metadata/annotations") if usage else 0,
-            shape.node_selector, self._affinity(spec.get("affinity")), shape.tolerations,
-            shape.priority,
-            shape.priority_class, shape.host_network, ordinal,
-            bool(meta.get("deletionTimestamp")))
+            shape.node_selector, affinity, shape.tolerations, shape.priority,
+            shape.priority_class, shape.host_network, ordinal, deleting)
 
     def pods(self, items: list[tuple[int, dict[str, Any]]], base: str) -> list[PodFacts]:
         """Convert pods in item order (problems are reported in that order too)."""
         return [p for i, o in items if (p := self.pod(o, f"{base}/{i}"))]
+
+
+def own_annotations(raw: Mapping[str, Any]) -> dict[str, str]:
+    """livepolicy's own annotations (one shared empty dict, never mutated, when none)."""
+    return {k: str(v) for k, v in raw.items() if k.startswith("livepolicy.io/")} \
+        or _NO_ANNOTATIONS
 
 
 def _container(c: Mapping[str, Any], ext: dict[str, int]) -> ContainerFacts:

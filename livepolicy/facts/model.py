@@ -240,26 +240,21 @@ class ClusterFacts:
 
 
 def positional_constructor(cls: type[_T]) -> Callable[..., _T]:
-    """`cls(*every_field)` for a frozen slots dataclass, about twice as fast: the generated
-    `__init__` goes through `object.__setattr__` per field; this sets the slots directly.
-    For hot paths that build one object per pod (no defaults, no validation)."""
-    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))  # type: ignore[arg-type]
-    new = object.__new__
-
-    def make(*values: Any) -> _T:
-        obj = new(cls)
-        for put, value in zip(setters, values, strict=True):
-            put(obj, value)
-        return obj
+    """`cls(*every_field)` for a frozen slots dataclass, several times faster: the generated
+    `__init__` goes through `object.__setattr__` per field; this sets the slots directly,
+    in straight-line code generated as dataclasses generate theirs. For hot paths that
+    build one object per pod (no defaults, no validation)."""
+    names = [f"v{i}" for i in range(len(fields(cls)))]  # type: ignore[arg-type]
+    env: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    env.update({f"put{i}": getattr(cls, f.name).__set__
+                for i, f in enumerate(fields(cls))})  # type: ignore[arg-type]
+    body = "".join(f"    put{i}(obj, v{i})\n" for i in range(len(names)))
+    exec(f"def make({', '.join(names)}):\n    obj = new(cls)\n{body}    return obj\n", env)
+    make: Callable[..., _T] = env["make"]
     return make
 
 
-_make_pod = positional_constructor(PodFacts)
-
-
-def make_pod(*values: Any) -> PodFacts:
-    """PodFacts from every field in order."""
-    return _make_pod(*values)
+make_pod = positional_constructor(PodFacts)  # every field, in order
 
 
 make_volume = positional_constructor(VolumeFacts)  # every field, in order

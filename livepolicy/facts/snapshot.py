@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
-from livepolicy.core.yamlsrc import gc_paused, load_fast, locate_in_file
+from livepolicy.core.yamlsrc import gc_paused, load_fast, locate_in_file, read_bytes
 from livepolicy.facts.kubeobjects import build_facts
+from livepolicy.facts.kubetyped import typed_facts
 from livepolicy.facts.model import ClusterFacts
 
 
@@ -42,7 +43,13 @@ class SnapshotSource:
         # Millions of small objects and no cycles: the cyclic collector would rescan them all
         # (seconds at 150k pods) between parsing and building, so it stays off throughout.
         with gc_paused():
-            data = load_fast(self.path)
+            raw = read_bytes(self.path)
+            if raw.lstrip()[:1] == b"{":  # JSON: the typed decoder, when the input fits it
+                typed = typed_facts(raw, str(self.path))
+                if typed is not None:
+                    return typed
+            data = load_fast(self.path, raw=raw)
+            del raw
             items = items_of(data, report)
             base = "/items" if isinstance(data, dict) and "items" in data else ""
             facts = build_facts(items, report, base=base, source=str(self.path))

@@ -1,0 +1,140 @@
+"""The typed JSON decoder (facts/kubetyped) gives exactly the generic path's facts, or
+steps aside (None) so the generic path reports the problems, located.
+
+Checked on every golden case and the example, on hand-picked spellings the raw-bytes memos
+must not be fooled by, and on snapshots hypothesis edits at random places.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from livepolicy.core.diagnostics import DiagnosticError
+from livepolicy.core.yamlsrc import load_fast
+from livepolicy.facts.kubeobjects import build_facts
+from livepolicy.facts.kubetyped import typed_facts
+from livepolicy.facts.model import ClusterFacts
+from livepolicy.facts.snapshot import SnapshotSource
+from tests.test_snapshot_fuzz import WRONG, _example
+
+CASES = [*sorted(Path("tests/cases").glob("*/cluster.yaml")), Path("examples/cluster.yaml")]
+
+
+def _generic(items: list[Any], source: str = "s.json"
+             ) -> tuple[ClusterFacts, list[tuple[str, str]]]:
+    problems: list[tuple[str, str]] = []
+    facts = build_facts(items, lambda p, m: problems.append((p, m)), source=source)
+    return facts, problems
+
+
+def _agree(items: list[Any]) -> ClusterFacts | None:
+    """Both paths on the same JSON bytes: equal facts, or typed None when problems exist."""
+    data = orjson.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    typed = typed_facts(data, "s.json")
+    facts, problems = _generic(orjson.loads(data)["items"])
+    if problems:
+        assert typed is None, problems
+    elif typed is not None:
+        assert typed == facts
+    return typed
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: str(p.parent))
+def test_typed_path_takes_every_case_and_agrees(path: Path) -> None:
+    items = load_fast(path)["items"]
+    typed = _agree(items)
+    assert typed is not None and len(typed.pods) > 0
+
+
+def test_snapshot_source_uses_it_and_falls_back_for_located_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = copy.deepcopy(_example()[0])
+    good = tmp_path / "good.json"
+    good.write_bytes(orjson.dumps({"kind": "List", "items": items}))
+    expected = _generic(items, str(good))[0]
+    with monkeypatch.context() as m:  # a good JSON snapshot never reaches the generic path
+        m.setattr("livepolicy.facts.snapshot.build_facts", lambda *a, **k: pytest.fail("generic"))
+        assert SnapshotSource(good).read() == expected
+    node = next(o for o in items if o["kind"] == "Node")
+    node["status"]["allocatable"]["cpu"] = "lots"
+    pod = next(o for o in items if o["kind"] == "Pod")
+    pod["spec"]["containers"][0]["resources"] = {"requests": {"memory": "x"}}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "List", "items": items}, indent=1))
+    with pytest.raises(DiagnosticError) as err:
+        SnapshotSource(bad).read()
+    messages = [(d.message, d.line) for d in err.value.diagnostics]
+    assert any("invalid CPU quantity" in m and line for m, line in messages)
+    assert any("invalid memory quantity" in m and line for m, line in messages)
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"nodeName": "", "containers": [{"name": "c"}], **spec}}
+
+
+SPELLINGS: dict[str, list[Any]] = {
+    "own annotations": [{**_pod(), "metadata": {
+        "name": "p", "annotations": {"livepolicy.io/memory-usage": "1Gi", "other": "x"}}}],
+    "null fields": [_pod(priorityClassName=None, priority=None, tolerations=None,
+                         nodeSelector=None, affinity=None, overhead=None, hostNetwork=None)],
+    "unknown volume sources": [_pod(volumes=[{"name": "a", "csi": {"driver": "d"}},
+                                             {"name": "b", "cinder": {}, "secret": {}},
+                                             {"name": "c"}, "not-a-volume"])],
+    "reordered keys": [{"spec": {"containers": [{"resources": {"limits": {"cpu": "1"}},
+                                                 "name": "c"}]},
+                        "metadata": {"namespace": "ns", "name": "p"}, "kind": "Pod"}],
+    "unknown fields": [{**_pod(), "extra": [1, {"a": None}], "status": {"phase": "Running",
+                                                                       "podIP": "10.0.0.1"}}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPELLINGS))
+def test_spellings_agree(name: str) -> None:
+    assert _agree(SPELLINGS[name]) is not None
+
+
+def test_escaped_annotation_prefix_is_read() -> None:
+    data = orjson.dumps({"kind": "List", "items": SPELLINGS["own annotations"]})
+    data = data.replace(b"livepolicy.io/memory", b"livepolicy.io\\/memory")
+    typed = typed_facts(data, "s.json")
+    assert typed is not None and typed.pods[0].memory_usage_bytes == 2**30
+
+
+@pytest.mark.parametrize("doc", [[_pod()], {"kind": "Pod", **_pod()},
+                                 {"kind": "List", "items": [{"kind": "Widget"}]},
+                                 {"kind": "List", "items": [_pod(containers=[])]},
+                                 {"kind": "List", "items": [_pod(), _pod()]}],
+                         ids=["bare list", "one object", "unknown kind", "no containers",
+                              "duplicate pod"])
+def test_other_shapes_and_problems_step_aside(doc: Any) -> None:
+    assert typed_facts(orjson.dumps(doc), "s.json") is None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0),
+                          st.sampled_from(WRONG)), min_size=1, max_size=4))
+def test_random_edits_agree_or_step_aside(edits: list[tuple[int, int, Any]]) -> None:
+    items, places, _ = _example()
+    items = copy.deepcopy(items)
+    kinds = sorted(places)
+    for kind_pick, pick, value in edits:
+        where = places[kinds[kind_pick % len(kinds)]]
+        i, path = where[pick % len(where)]
+        target: Any = items[i]
+        try:
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue
+    _agree(items)
