@@ -12,7 +12,8 @@ Builds a lab (2 nodes on one subnet), then, in one run:
 
 Freeze is what the agents measure (final checkpoint called -> the pod answers on its new
 node, verified); the client's longest wait for a reply is what a user of the pod saw.
-Usage (root): `python -m bench.lab_bench [--sizes 100Mi,1Gi] [--repeat 2] [--write-docs]`.
+Usage (root): `python -m bench.lab_bench [--sizes 100Mi,1Gi] [--repeat 2]
+[--strategies stop-and-copy,post-copy] [--write-docs]`.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def strategies(lab: Lab) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [bytes_of(s) for s in args.sizes.split(",") if s]
+    wanted = {s.strip() for s in args.strategies.split(",") if s.strip()}
     dirty = parse_bandwidth(args.dirty_rate)
     root = Path(tempfile.mkdtemp(prefix="lab-bench-")) / "state"
     lab = Lab.up(root, nodes=2, subnets=1, prefix=f"lpb{secrets.token_hex(2)}")
@@ -196,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      "estimate": plan_estimates(lab, rec.key),
                                      "strategies": {}}
             for strategy, state in report["strategies"].items():
-                if not state.startswith("available"):
+                if not state.startswith("available") or strategy not in wanted:
                     continue
                 rows = moves(lab, rec.key, args.repeat, iterative=strategy == "iterative",
                              post_copy=strategy == "post-copy")
@@ -327,6 +329,9 @@ def main() -> None:
     ap.add_argument("--dirty-rate", default="50MiB/s")
     ap.add_argument("--repeat", type=int, default=2, help="moves per size and strategy")
     ap.add_argument("--small-repeat", type=int, default=5)
+    ap.add_argument("--strategies", default="stop-and-copy,iterative,post-copy",
+                    help="which of the available strategies to measure (a quick look at "
+                    "one: --sizes 1Gi --strategies stop-and-copy --small-repeat 1)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()

@@ -149,3 +149,75 @@ def test_page_stream_sealer_writes_the_agent_image_format(size: int) -> None:
             b"".join(decrypt_stream(key, ctx, io.BytesIO(bad)))
     with pytest.raises(ImageCorrupt):
         b"".join(decrypt_stream(key, b"other", io.BytesIO(sealed)))
+
+
+def _live_pack(root: Path, grow: bytes, outcome: list[str | None]) -> bytes:
+    """A live archive of `root/dump` while a thread appends `grow` to its page file in
+    pieces, then ends the dump with `outcome[0]`."""
+    import threading
+    import time
+
+    page = root / "dump" / "pages-1.img"
+
+    def dump() -> None:
+        with page.open("ab", buffering=0) as fh:
+            for i in range(0, len(grow), 300_000):
+                fh.write(grow[i : i + 300_000])
+                time.sleep(0.002)
+        (root / "dump" / "inventory.img").write_bytes(b"inventory, written last")
+
+    t = threading.Thread(target=dump)
+    t.start()
+    out = io.BytesIO()
+    archive.write_live(out, {"stream_id": "s"}, root, "dump",
+                       lambda: None if t.is_alive() else outcome[0],
+                       lambda name: name.startswith("pages-"), poll_s=0.001)
+    t.join()
+    return out.getvalue()
+
+
+def test_live_archive_streams_a_growing_page_file_then_the_rest(tmp_path: Path) -> None:
+    """A page file sent while it grows arrives whole, and the files written after it (as
+    CRIU writes inventory.img last) follow once the dump ended."""
+    src = tmp_path / "src"
+    (src / "dump").mkdir(parents=True)
+    (src / "dump" / "core-1.img").write_bytes(b"core")
+    (src / "dump" / "dump.log").write_text("not shipped")
+    grow = os.urandom(3 * archive.BLOCK + 12345)
+    data = _live_pack(src, grow, [""])
+    assert data.count(b'"t": "a"') > 1  # sent in pieces, while it grew
+    out = tmp_path / "out"
+    (out / "dump").mkdir(parents=True)
+    manifest, _, nbytes = archive.read_archive(
+        _chunks(data, archive.BLOCK), out, existing=True, select=None,
+        append=lambda name: name.startswith("pages-"))
+    assert manifest["live"] is True and manifest["dirs"] == ["dump"]
+    assert (out / "dump" / "pages-1.img").read_bytes() == grow
+    assert (out / "dump" / "inventory.img").read_bytes() == b"inventory, written last"
+    assert (out / "dump" / "core-1.img").read_bytes() == b"core"
+    assert not (out / "dump" / "dump.log").exists()
+    assert stat.S_IMODE((out / "dump" / "pages-1.img").stat().st_mode) == 0o600
+    assert nbytes == len(grow) + 4 + len(b"inventory, written last")
+    # Pieces are refused where no growing file is expected, and for other names.
+    with pytest.raises(ApiError) as err:
+        archive.read_archive(_chunks(data), tmp_path / "o2", select=None)
+    assert err.value.code == "image_invalid"
+    (tmp_path / "o3" / "dump").mkdir(parents=True)
+    with pytest.raises(ApiError) as err:
+        archive.read_archive(_chunks(data), tmp_path / "o3", existing=True,
+                             append=lambda name: name == "core-1.img")
+    assert err.value.code == "image_invalid"
+
+
+def test_live_archive_of_a_failed_dump_fails_the_restore(tmp_path: Path) -> None:
+    """A dump that failed ends the stream with why, which the destination reports as a
+    CRIU failure (so the migration rolls back) instead of restoring half an image."""
+    src = tmp_path / "src"
+    (src / "dump").mkdir(parents=True)
+    data = _live_pack(src, os.urandom(archive.BLOCK), ["criu dump failed: no such task"])
+    assert b"inventory" not in data  # nothing after the failure
+    (tmp_path / "out" / "dump").mkdir(parents=True)
+    with pytest.raises(ApiError) as err:
+        archive.read_archive(_chunks(data), tmp_path / "out", existing=True, select=None,
+                             append=lambda name: name.startswith("pages-"))
+    assert err.value.code == "criu_failed" and "no such task" in err.value.message

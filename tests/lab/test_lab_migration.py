@@ -12,6 +12,7 @@ import json
 import socket
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from livepolicy.agent.runtimes import netns as nets
 from livepolicy.agent.runtimes.criu_pods import read_pods
 from livepolicy.lab.client import ClientStats, StreamClient
 from livepolicy.lab.lab import Lab
-from livepolicy.lab.move import move_pod
+from livepolicy.lab.move import MoveResult, move_pod
 from livepolicy.lab.source import LabSource
 from tests.lab.conftest import cli, move_policy
 
@@ -311,3 +312,56 @@ def test_source_agent_restart_after_checkpoint(lab: Lab, pod: str) -> None:
     dst.commit(mid)
     _finish(c)
     assert lab.find_pod(pod)[0].name == "lab-2"
+
+
+def _listening_ports(netns: str, ip: str) -> list[int]:
+    return [int(line.split()[3].rsplit(":", 1)[1]) for line in subprocess.run(
+        ["ip", "netns", "exec", netns, "ss", "-ltnH"], capture_output=True, text=True,
+        check=True).stdout.splitlines() if f"{ip}:" in line]
+
+
+def test_page_stream_cut_midway_resumes_the_source(lab: Lab) -> None:
+    """The source's dump streams its pages while it runs; a connection reset halfway
+    through fails the restore, and the migration rolls back: the source, whose dump
+    ended meanwhile, is restored from its own images and the client stays connected."""
+    rec = lab.create_pod("cut-stream", node="lab-1", memory=256 * 2**20)
+    src_node, dst_node = lab.node("lab-1"), lab.node("lab-2")
+    table = "lpcut"
+    box: dict[str, MoveResult] = {}
+    mover = threading.Thread(target=lambda: box.update(
+        result=move_pod(lab, rec.key, "lab-2", mid="t-cut")))
+    try:
+        c = _client(lab, rec.key)
+        mover.start()
+        work = Path(dst_node.state_dir) / "criu" / "restore-t-cut"
+
+        def receiving() -> bool:
+            return any(p.stat().st_size > 16 * 2**20 for p in work.glob("*/pages-*.img"))
+
+        assert nets.wait_for(receiving, 60, 0.002), "the pages never started to arrive"
+        # The destination's node answers its own next packet to the source's page server
+        # with a reset: both ends of the stream break, halfway through.
+        ports = _listening_ports(src_node.netns, src_node.ip)
+        assert len(ports) == 1
+        nets.run(["ip", "netns", "exec", dst_node.netns, "nft", "-f", "-"], stdin=(
+            f"table inet {table} {{\n chain out {{\n  type filter hook output priority 0;\n"
+            f"  ip daddr {src_node.ip} tcp dport {ports[0]} reject with tcp reset\n }}\n}}\n"))
+        mover.join(120)
+        result = box["result"]
+        assert not result.ok and result.rolled_back, result
+        assert result.error_code in ("peer_error", "image_corrupt"), result.error
+        st = _finish(c)
+        print(f"\ncut stream of {rec.key}: {result.error}; client's longest wait "
+              f"{st.max_gap_s * 1000:.0f} ms")
+        node, after = lab.find_pod(rec.key)
+        assert node.name == "lab-1" and after.state == "running" and after.alive()
+        assert after.token == rec.token  # restored from its own images, not restarted
+        assert all(r.key != rec.key for r in read_pods(Path(dst_node.pods_dir)))
+        assert _images(lab, "lab-1") == [] and _images(lab, "lab-2") == []
+        assert _criu_dirs(lab, "lab-1") == [] and _criu_dirs(lab, "lab-2") == []
+    finally:
+        if mover.is_alive():
+            mover.join(120)
+        nets.run(["ip", "netns", "exec", dst_node.netns, "nft", "delete", "table", "inet",
+                  table], check=False)
+        lab.delete_pod(rec.key)

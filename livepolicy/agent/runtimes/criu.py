@@ -8,8 +8,10 @@ node's pods directory (see `criu_pods`). This runtime adopts such pods and moves
   pod's network namespace. The dump kills the process; its plaintext images stay in an
   owner-only directory of this node until commit or rollback, and the pod is cut from
   the node bridge (its IP and MAC must not answer while another node brings them up).
-  The images, with a manifest (pod, IP, MAC, identity, counter), are written as one
-  stream into the agent's encrypting sink: what leaves the node is AES-GCM sealed.
+  The sealed image (the agent's encrypting sink: what leaves the node is AES-GCM sealed)
+  holds a manifest (pod, IP, MAC, identity, counter) and how to pull the page stream,
+  which carries CRIU's files to the destination, sealed, while the dump still writes them
+  (`criu_stopcopy`, `criu_pages`).
 - `restore` unpacks an authenticated image, refuses a pod whose IP is not in this node's
   subnet (`subnet_mismatch`: the address could not be kept) or of another architecture,
   creates the pod's network namespace with the same IP and MAC, *gated* (inbound TCP on
@@ -59,7 +61,7 @@ from livepolicy.agent.runtimes.criu_pods import PodRecord, PodStore
 from livepolicy.agent.runtimes.criu_postcopy import PostCopy
 from livepolicy.agent.runtimes.criu_spares import SPARES_FILE, CriuSpares
 from livepolicy.agent.runtimes.criu_stopcopy import StopAndCopy
-from livepolicy.agent.runtimes.criu_tool import CriuTool, find_criu
+from livepolicy.agent.runtimes.criu_tool import CRIU_TIMEOUT_S, CriuTool, find_criu
 
 __all__ = ["CriuCapabilities", "CriuRuntime", "CriuTool", "NodeNetwork", "find_criu"]
 
@@ -115,6 +117,7 @@ class CriuRuntime(PostCopy, StopAndCopy, CriuSpares):
         # restart (the agent service sets it; until then such pulls are refused)
         self.pull_hook = lambda ref: False
         self._pulls = {}  # destination: lazy-pages daemons
+        self._dumps = {}  # source: dumps still writing while their pages stream
         self._spares = []  # (netns, host veth), gated, unattached
         self._spare_wakeup = threading.Event()
         atomic_write_bytes(state_dir / CAPABILITIES_FILE, json.dumps(
@@ -136,6 +139,9 @@ class CriuRuntime(PostCopy, StopAndCopy, CriuSpares):
                 self.pods.save(rec)
                 self._serve_lazy_again(rec)
             elif rec.state == "freezing":
+                if rec.dump_pid:  # a dump streaming its pages outlived the agent: let it end
+                    _wait_gone(rec.dump_pid, rec.dump_start or None)
+                    rec.dump_pid = rec.dump_start = 0
                 if rec.alive():
                     rec.state = "running"
                 elif rec.dump_dir and (self._pod_dir(rec) / rec.dump_dir /
@@ -159,7 +165,9 @@ class CriuRuntime(PostCopy, StopAndCopy, CriuSpares):
                     self._page_servers[rec.key] = pages.PageServer(
                         netns=self.net.netns, address=self.net.address,
                         root=self._pod_dir(rec), dirs=dirs, namespace=rec.namespace,
-                        name=rec.name, uid=rec.uid, resume=rec.page_stream)
+                        name=rec.name, uid=rec.uid, resume=rec.page_stream,
+                        # a live stream's dump ended (it is frozen): all files, as live
+                        outcome=(lambda: "") if rec.page_stream.get("live") else None)
                 except (OSError, KeyError, ValueError) as exc:
                     log.warning("cannot serve the pages of %s again: %s", rec.key, exc)
         for entry in self.work.glob("restore-*"):
@@ -205,6 +213,7 @@ class CriuRuntime(PostCopy, StopAndCopy, CriuSpares):
     # -- Runtime: both ----------------------------------------------------------------------
     def resume(self, ref: PodRef) -> PodInfo | None:
         with self._pod_lock(ref):
+            self._wait_dump(ref.key)
             rec = self.pods.get(ref.namespace, ref.name)
             if rec is None:
                 return None
@@ -243,6 +252,7 @@ class CriuRuntime(PostCopy, StopAndCopy, CriuSpares):
     def _teardown(self, rec: PodRecord) -> None:
         """Kill the pod, delete its namespace, images and record (on a source, after its
         lazy dump served every page)."""
+        self._wait_dump(rec.key)
         self._stop_page_server(rec.key)
         self._stop_pull(rec.key)
         if rec.lazy and rec.state in ("frozen", "freezing"):
@@ -260,3 +270,7 @@ class CriuRuntime(PostCopy, StopAndCopy, CriuSpares):
         nets.delete_pod_net(self._podnet(rec))
         shutil.rmtree(self._pod_dir(rec), ignore_errors=True)
         self.pods.delete(rec.namespace, rec.name)
+
+
+def _wait_gone(pid: int, start: int | None) -> None:
+    nets.wait_for(lambda: not nets.proc_alive(pid, start), CRIU_TIMEOUT_S, 0.05)

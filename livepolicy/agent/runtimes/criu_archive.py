@@ -8,6 +8,11 @@
         {"t": "l", "p": "final/parent", "to": "../pre-0"} CRIU's link to a pre-dump
     {"t": "end", "files": N, "bytes": B}
 
+A *live* archive (`write_live`, the page stream of a dump still running) also has
+        {"t": "a", "p": "dump/pages-1.img", "n": 4194304} `n` more bytes of a page file
+        {"t": "fail", "why": "..."}                     the dump failed: nothing to restore
+appends to one page file as CRIU writes it, the dump's other files once it ended.
+
 The agent seals this stream with AES-GCM on the way out (`crypto.EncryptingWriter`), so
 the reader only sees authenticated bytes; it still trusts no name in them: every path is
 one or two plain components, files are created exclusively, owner-only, never through a
@@ -19,9 +24,11 @@ Truncation is only detected at the very end, so nothing read here is acted on be
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -36,6 +43,8 @@ MAX_LINE = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LINK = re.compile(r"^\.\./([A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
 SKIP_SUFFIXES = (".log",)
+MAX_WHY = 2000
+APPEND_MAX = 16 << 20  # bytes of one piece of a growing page file
 
 
 def _invalid(message: str) -> ApiError:
@@ -69,21 +78,94 @@ def write_archive(sink: Sink, manifest: dict[str, Any], root: Path, dirs: list[s
                 continue
             if select is not None and not select(entry.name):
                 continue
-            with entry.open("rb", buffering=0) as fh:
-                size = os.fstat(fh.fileno()).st_size
-                sink.write(_header({"t": "f", "p": rel, "n": size}))
-                left = size
-                while left > 0:
-                    n = fh.readinto(view[: min(BLOCK, left)])
-                    if not n:
-                        raise OSError(f"{entry} shrank while it was archived")
-                    # Sinks copy what they keep, so the buffer can be reused.
-                    sink.write(cast(bytes, view[:n]))
-                    left -= n
+            total += _write_file(sink, entry, rel, view)
             files += 1
-            total += size
     sink.write(_header({"t": "end", "files": files, "bytes": total}))
     return total
+
+
+def write_live(sink: Sink, manifest: dict[str, Any], root: Path, d: str,
+               outcome: Callable[[], str | None], is_page: Callable[[str], bool], *,
+               poll_s: float = 0.002) -> int:
+    """Like `write_archive` for the one directory `d` that a CRIU dump is still writing:
+    the page files (`is_page`) are sent as they grow, the other files once `outcome()`
+    stops being None (the dump ended: "" if it succeeded, else why it failed, which the
+    reader raises). Returns the number of file bytes written."""
+    sink.write(MAGIC)
+    sink.write(json.dumps({**manifest, "format": FORMAT, "dirs": [d], "live": True},
+                          sort_keys=True).encode() + b"\n")
+    _check_name(d)
+    sink.write(_header({"t": "d", "p": d}))
+    base = root / d
+    view = memoryview(bytearray(BLOCK))
+    sent: dict[str, int] = {}
+    handles: dict[str, Any] = {}
+    total = 0
+    try:
+        while True:
+            done = outcome()  # read before the scan: after the end, one last full scan
+            moved = False
+            try:
+                entries = sorted(base.iterdir(), key=lambda p: p.name)
+            except FileNotFoundError:  # a failed dump's directory went: `done` tells why
+                entries = []
+            for entry in entries:
+                name = entry.name
+                if not is_page(name) or entry.is_symlink() or not entry.is_file():
+                    continue
+                fh = handles.get(name)
+                if fh is None:
+                    fh = handles[name] = entry.open("rb", buffering=0)
+                    sent[name] = 0
+                size = os.fstat(fh.fileno()).st_size
+                while sent[name] < size:
+                    n = min(size - sent[name], APPEND_MAX)
+                    sink.write(_header({"t": "a", "p": f"{d}/{name}", "n": n}))
+                    _copy(sink, fh, n, view)
+                    sent[name] += n
+                    total += n
+                    moved = True
+            if done is not None:
+                break
+            if not moved:
+                time.sleep(poll_s)
+    finally:
+        for fh in handles.values():
+            fh.close()
+    if done:
+        sink.write(_header({"t": "fail", "why": done[-MAX_WHY:]}))
+        return total
+    files = len(sent)
+    for entry in sorted(base.iterdir(), key=lambda p: p.name):
+        if entry.is_symlink() or not entry.is_file() or entry.name.endswith(SKIP_SUFFIXES) \
+                or entry.name in sent or is_page(entry.name):
+            continue
+        total += _write_file(sink, entry, f"{d}/{entry.name}", view)
+        files += 1
+    sink.write(_header({"t": "end", "files": files, "bytes": total}))
+    return total
+
+
+def _copy(sink: Sink, fh: io.RawIOBase, n: int, view: memoryview) -> None:
+    """`n` bytes of `fh` into `sink`: straight into its buffer if it reads files itself."""
+    write_from = getattr(sink, "write_from", None)
+    if write_from is not None:
+        write_from(fh, n)
+        return
+    while n > 0:
+        k = fh.readinto(view[: min(BLOCK, n)])
+        if not k:
+            raise OSError(f"{getattr(fh, 'name', 'a file')} shrank while it was archived")
+        sink.write(cast(bytes, view[:k]))  # sinks copy what they keep: the view is reused
+        n -= k
+
+
+def _write_file(sink: Sink, entry: Path, rel: str, view: memoryview) -> int:
+    with entry.open("rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        sink.write(_header({"t": "f", "p": rel, "n": size}))
+        _copy(sink, cast(io.RawIOBase, fh), size, view)
+    return size
 
 
 def _header(obj: dict[str, Any]) -> bytes:
@@ -97,7 +179,7 @@ def _check_name(name: str) -> str:
 
 
 class _NoHash:
-    def update(self, data: bytes, /) -> None:
+    def update(self, data: bytes | memoryview, /) -> None:
         pass
 
     def hexdigest(self) -> str:
@@ -105,29 +187,24 @@ class _NoHash:
 
 
 class _Reader:
-    """Buffered reads over an iterator of byte chunks; hashes everything it consumes."""
+    """Reads over an iterator of byte chunks; hashes everything it consumes. File contents
+    pass as views of the chunks, never copied (a page stream carries gigabytes)."""
 
     def __init__(self, chunks: Iterable[bytes], digest: bool = True) -> None:
         self._it: Iterator[bytes] = iter(chunks)
-        self._buf = bytearray()
+        self._cur = b""
         self._pos = 0
         self.sha = hashlib.sha256() if digest else _NoHash()
         self.count = 0
 
-    def _fill(self) -> bool:
+    def _next(self) -> bytes | None:
         try:
-            chunk = next(self._it)
+            return bytes(next(self._it))
         except StopIteration:
-            return False
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += chunk
-        return True
+            return None
 
     def _take(self, n: int) -> bytes:
-        with memoryview(self._buf) as view:
-            out = bytes(view[self._pos : self._pos + n])
+        out = self._cur[self._pos : self._pos + n]
         self._pos += n
         self.sha.update(out)
         self.count += n
@@ -135,49 +212,51 @@ class _Reader:
 
     def readline(self) -> bytes:
         while True:
-            idx = self._buf.find(b"\n", self._pos)
+            idx = self._cur.find(b"\n", self._pos)
             if idx >= 0:
                 return self._take(idx + 1 - self._pos)
-            if len(self._buf) - self._pos > MAX_LINE:
+            if len(self._cur) - self._pos > MAX_LINE:
                 raise _invalid("image header line too long")
-            if not self._fill():
+            chunk = self._next()
+            if chunk is None:
                 raise _invalid("image ends in the middle of a header")
+            # A line across chunks (rare): join what is left of one with the next.
+            self._cur, self._pos = self._cur[self._pos :] + chunk, 0
 
-    def pieces(self, n: int) -> Iterator[bytes]:
-        """Exactly `n` bytes, in pieces (whole chunks pass through without a copy)."""
+    def pieces(self, n: int) -> Iterator[memoryview]:
+        """Exactly `n` bytes, in pieces: views of the chunks, valid until the next one."""
         while n > 0:
-            if self._pos >= len(self._buf):
-                try:
-                    chunk = next(self._it)
-                except StopIteration:
-                    raise _invalid("image ends in the middle of a file") from None
-                self._buf.clear()
-                self._pos = 0
-                if len(chunk) <= n:
-                    self.sha.update(chunk)
-                    self.count += len(chunk)
-                    n -= len(chunk)
-                    yield chunk
-                    continue
-                self._buf += chunk
-            take = min(n, len(self._buf) - self._pos)
-            yield self._take(take)
+            if self._pos >= len(self._cur):
+                chunk = self._next()
+                if chunk is None:
+                    raise _invalid("image ends in the middle of a file")
+                self._cur, self._pos = chunk, 0
+            take = min(n, len(self._cur) - self._pos)
+            piece = memoryview(self._cur)[self._pos : self._pos + take]
+            self._pos += take
+            self.sha.update(piece)
+            self.count += take
             n -= take
+            yield piece
 
     def drain(self) -> None:
         """Read (and so authenticate) whatever follows the end marker."""
-        while self._fill():
-            pass
-        rest = len(self._buf) - self._pos
+        rest = len(self._cur) - self._pos
+        while (chunk := self._next()) is not None:
+            rest += len(chunk)
         if rest:
             raise _invalid("trailing bytes after the end of the image")
 
 
 def read_archive(chunks: Iterable[bytes], dest: Path, *, existing: bool = False,
                  select: Callable[[str], bool] | None = None, digest: bool = True,
+                 append: Callable[[str], bool] | None = None,
                  ) -> tuple[dict[str, Any], str, int]:
     """Unpack an archive into the new, empty directory `dest` (0700), or, with `existing`,
-    into the directories an earlier archive created there; `select` limits file names.
+    into the directories an earlier archive created there; `select` limits file names,
+    `append` names the files a live archive may send in pieces (none without it). A
+    live archive's `fail` entry raises ApiError 500 `criu_failed` (the source's dump
+    failed).
 
     Returns (manifest, sha256 of the whole plaintext ("" without `digest`), file bytes).
     Raises ApiError 422
@@ -195,6 +274,27 @@ def read_archive(chunks: Iterable[bytes], dest: Path, *, existing: bool = False,
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _invalid("not a livepolicy-criu/1 image")
     dirs: set[str] = set()
+    appended: dict[str, int] = {}  # file (a live archive's page file) -> its open fd
+    try:
+        total = _read_entries(reader, dest, dirs, appended, existing=existing,
+                              select=select, append=append)
+    finally:
+        for fd in appended.values():
+            os.close(fd)
+    reader.drain()
+    for d in manifest.get("dirs", []):
+        if d not in dirs:
+            raise _invalid(f"image lacks directory {d!r}")
+    return manifest, reader.sha.hexdigest(), total
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _read_entries(reader: _Reader, dest: Path, dirs: set[str], appended: dict[str, int], *,
+                  existing: bool, select: Callable[[str], bool] | None,
+                  append: Callable[[str], bool] | None) -> int:
+    """The entries up to the end marker; returns the bytes of files."""
     files = total = 0
     while True:
         try:
@@ -205,9 +305,12 @@ def read_archive(chunks: Iterable[bytes], dest: Path, *, existing: bool = False,
             raise _invalid("bad entry header in image")
         kind = head.get("t")
         if kind == "end":
-            if head.get("files") != files or head.get("bytes") != total:
+            if head.get("files") != files + len(appended) or head.get("bytes") != total:
                 raise _invalid("image entry count does not match its end marker")
-            break
+            return total
+        if kind == "fail" and append is not None:
+            raise ApiError(500, "criu_failed", "the source's dump failed: "
+                           f"{str(head.get('why', ''))[-MAX_WHY:]}")
         path = head.get("p")
         if not isinstance(path, str):
             raise _invalid("entry without a path")
@@ -227,6 +330,18 @@ def read_archive(chunks: Iterable[bytes], dest: Path, *, existing: bool = False,
         if len(parts) != 2 or parts[0] not in dirs:
             raise _invalid(f"bad path {path!r}")
         target = dest / parts[0] / _check_name(parts[1])
+        if kind == "a":
+            size = head.get("n")
+            if append is None or not append(parts[1]) or not isinstance(size, int) or \
+                    isinstance(size, bool) or size <= 0:
+                raise _invalid(f"bad piece of {path!r}")
+            fd = appended.get(path)
+            if fd is None:
+                fd = appended[path] = os.open(target, _CREATE, 0o600)
+            for piece in reader.pieces(size):
+                _write_all(fd, piece)
+            total += size
+            continue
         if select is not None and not select(parts[1]):
             raise _invalid(f"unexpected file {path!r}")
         if kind == "l":
@@ -239,8 +354,7 @@ def read_archive(chunks: Iterable[bytes], dest: Path, *, existing: bool = False,
             size = head.get("n")
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise _invalid(f"bad size for {path!r}")
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target, flags, 0o600)
+            fd = os.open(target, _CREATE, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 for piece in reader.pieces(size):
                     fh.write(piece)
@@ -248,8 +362,10 @@ def read_archive(chunks: Iterable[bytes], dest: Path, *, existing: bool = False,
             total += size
         else:
             raise _invalid(f"unknown entry type {kind!r}")
-    reader.drain()
-    for d in manifest.get("dirs", []):
-        if d not in dirs:
-            raise _invalid(f"image lacks directory {d!r}")
-    return manifest, reader.sha.hexdigest(), total
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    with memoryview(data) as view:
+        off = 0
+        while off < len(view):
+            off += os.write(fd, view[off:])

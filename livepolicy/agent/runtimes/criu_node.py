@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from livepolicy.agent.errors import conflict, not_found
+from livepolicy.agent.errors import ApiError, conflict, not_found
 from livepolicy.agent.keyed_locks import KeyedLocks
 from livepolicy.agent.runtimes import criu_lazy as lazy
 from livepolicy.agent.runtimes import criu_pages as pages
@@ -86,6 +86,7 @@ class CriuNode:
     # restart (the agent service sets it; until then such pulls are refused)
     pull_hook: Callable[[PodRef], bool]
     _pulls: dict[str, LazyPull]  # destination: lazy-pages daemons
+    _dumps: dict[str, LiveDump]  # source: dumps still writing while their pages stream
     _spares: list[tuple[str, str]]  # (netns, host veth), gated, unattached
     _spare_wakeup: threading.Event
     _spare_thread: threading.Thread
@@ -141,6 +142,7 @@ class CriuNode:
     def _need_settled(self, ref: PodRef) -> PodRecord:
         """`_need`, refusing a pod whose memory is still arriving (restored by post-copy,
         here or by a rollback): CRIU must not dump it half-faulted-in."""
+        self._wait_dump(ref.key)
         rec = self._need(ref)
         job = self._pulls.get(ref.key)
         if (job is not None and job.proc.poll() is None) or rec.lazy.get("old_netns"):
@@ -162,6 +164,13 @@ class CriuNode:
             "dirty_rate_bytes": rec.dirty_rate_bytes, "labels": rec.labels,
             "criu_version": self.caps.version,
         }
+
+    def _wait_dump(self, key: str) -> None:
+        """Let a dump still running for pod `key` end (whoever changes the pod waits for
+        it, under the pod's lock: the dump itself never takes that lock)."""
+        job = self._dumps.pop(key, None)
+        if job is not None:
+            job.wait()
 
     def _stop_page_server(self, key: str) -> None:
         server = self._page_servers.pop(key, None)
@@ -198,6 +207,37 @@ class LazyDump:
             lazy.stop_process(self.proc)
         elif self.alive():
             nets.kill_and_wait([self.pid])
+
+
+class LiveDump:
+    """A `criu dump` running in a thread of its own while its pages stream to the
+    destination (`criu_pages`, live); `outcome()` is what the stream reports at its end."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+        self._done = threading.Event()
+        self.error = ""
+        self._thread = threading.Thread(target=self._run, daemon=True, name="criu-dump")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._fn()
+        except ApiError as exc:
+            self.error = exc.message or exc.code
+        except BaseException as exc:  # anything: the stream must still end, as failed
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._done.set()
+
+    def outcome(self) -> str | None:
+        """None while CRIU runs, "" once it dumped the pod, else why it failed."""
+        return (self.error or "") if self._done.is_set() else None
+
+    def wait(self) -> None:
+        self._thread.join()
 
 
 @dataclass

@@ -59,6 +59,9 @@ class PodRecord:
     # how the source serves the frozen pod's pages (address, port, token, key, stream id):
     # kept beside the plaintext images it protects in transit, deleted with them
     page_stream: dict[str, Any] = field(default_factory=dict)
+    # the CRIU dump under way (state freezing): a restarted agent waits for it to end
+    dump_pid: int = 0
+    dump_start: int = 0
     # post-copy: the lazy dump serving this pod's memory (pid, start, loopback port, the
     # relay's port and key, the namespace to delete once the pages are gone); see criu_lazy
     lazy: dict[str, Any] = field(default_factory=dict)

@@ -2,7 +2,11 @@
 
 Source: `precopy` runs `criu pre-dump --track-mem` rounds while the pod runs; `checkpoint`
 dumps it (`--tcp-established`, nftables network lock), cuts it from the bridge and writes
-the sealed image, its pages served apart over the node network (`criu_pages`).
+the sealed image, its pages served apart over the node network (`criu_pages`). Without
+pre-copy rounds it returns as soon as the dump started (`LiveDump`): the image holds only
+the manifest, and the page stream sends CRIU's files while CRIU writes them, so the copy
+overlaps the dump; whoever touches the pod next (resume, remove, another checkpoint)
+waits for that dump to end first.
 Destination: `restore` checks the image may live here (pod, architecture, subnet), brings
 the pod's namespace up gated while the pages arrive, runs `criu restore`, opens the gate
 and announces the MAC; `verify` asks the restored pod for its identity and counter.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,9 +30,9 @@ from livepolicy.agent.runtimes import criu_archive as archive
 from livepolicy.agent.runtimes import criu_pages as pages
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.agent.runtimes.base import PodInfo, PodRef, RoundResult, VerifyResult
-from livepolicy.agent.runtimes.criu_node import CriuNode, Job
+from livepolicy.agent.runtimes.criu_node import CriuNode, Job, LiveDump
 from livepolicy.agent.runtimes.criu_pods import PodRecord, query_stats
-from livepolicy.agent.runtimes.criu_tool import log_tail, pages_bytes
+from livepolicy.agent.runtimes.criu_tool import CRIU_TIMEOUT_S, log_tail, pages_bytes
 
 log = logging.getLogger("livepolicy.agent.criu")
 
@@ -91,6 +96,8 @@ class StopAndCopy(CriuNode):
             pod_dir = self._pod_dir(rec)
             if rec.lazy and state != "running":
                 raise conflict("already_frozen", f"pod {ref.key} is frozen by a lazy dump")
+            if state == "running" and self.net.address and previous_dirty_bytes is None:
+                return self._checkpoint_live(rec, sink, started)
             if state == "running":
                 rec = self._dump(rec, use_precopy=previous_dirty_bytes is not None)
             elif not (pod_dir / rec.dump_dir / "inventory.img").exists():
@@ -119,8 +126,57 @@ class StopAndCopy(CriuNode):
         return RoundResult(bytes=nbytes, dirty_bytes=0, seconds=time.monotonic() - started,
                            frozen=True)
 
+    def _checkpoint_live(self, rec: PodRecord, sink: Sink, started: float) -> RoundResult:
+        """Start the dump and return at once: the image holds the manifest and a live page
+        stream (`criu_pages`), which sends CRIU's files as the dump writes them."""
+        target, args = self._dump_prepare(rec, use_precopy=False)
+        self._stop_page_server(rec.key)
+        job = LiveDump(lambda: self._dump_run(rec, target, args))
+        server = pages.PageServer(netns=self.net.netns, address=self.net.address,
+                                  root=self._pod_dir(rec), dirs=[rec.dump_dir],
+                                  namespace=rec.namespace, name=rec.name, uid=rec.uid,
+                                  outcome=job.outcome)
+        self._page_servers[rec.key] = server
+        page_info = server.manifest()
+        rec.page_stream = page_info
+        self.pods.save(rec)
+        self._dumps[rec.key] = job
+        job.start()
+        manifest = {**self._manifest(rec), "restore_dir": rec.dump_dir, "pages": page_info}
+        archive.write_archive(sink, manifest, self._pod_dir(rec), [rec.dump_dir],
+                              select=lambda name: False)  # CRIU's files are in the stream
+        log.info("checkpoint %s: live, image %.3fs", rec.key, time.monotonic() - started)
+        # The pages are still being written: what will cross is the pod's memory.
+        return RoundResult(bytes=rec.memory_bytes, dirty_bytes=0,
+                           seconds=time.monotonic() - started, frozen=True)
+
     def _dump(self, rec: PodRecord, *, use_precopy: bool) -> PodRecord:
         """Dump (and so stop) a running pod; cut it from the bridge. Returns the record."""
+        target, args = self._dump_prepare(rec, use_precopy=use_precopy)
+        t1 = time.monotonic()
+        res = self.tool.run(args, netns=rec.netns)
+        self._dump_finish(rec, target, res, t1)
+        return rec
+
+    def _dump_run(self, rec: PodRecord, target: Path, args: list[str]) -> None:
+        """`_dump`'s CRIU run and finish, in `LiveDump`'s thread; the dump's pid is
+        recorded, so a restarted agent waits for it rather than judge a frozen pod."""
+        t1 = time.monotonic()
+        proc = self.tool.start(args, netns=rec.netns)
+        rec.dump_pid, rec.dump_start = proc.pid, nets.proc_start_time(proc.pid) or 0
+        self.pods.save(rec)
+        try:
+            out, err = proc.communicate(timeout=CRIU_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err = f"criu dump timed out after {CRIU_TIMEOUT_S:.0f}s {err}"
+        rec.dump_pid = rec.dump_start = 0
+        self._dump_finish(rec, target, subprocess.CompletedProcess(
+            args, proc.returncode, out, err), t1)
+
+    def _dump_prepare(self, rec: PodRecord, *, use_precopy: bool) -> tuple[Path, list[str]]:
+        """Record a dump under way (state freezing) and its directory; CRIU's arguments."""
         pod_dir = ensure_private_dir(self._pod_dir(rec))
         if not use_precopy and rec.precopy_dirs:
             for d in rec.precopy_dirs:
@@ -143,8 +199,11 @@ class StopAndCopy(CriuNode):
                 "-o", "dump.log"]
         if rec.precopy_dirs:
             args += ["--track-mem", "--prev-images-dir", f"../{rec.precopy_dirs[-1]}"]
-        t1 = time.monotonic()
-        res = self.tool.run(args, netns=rec.netns)
+        log.info("dump %s: stats %.3fs", rec.key, time.monotonic() - t0)
+        return target, args
+
+    def _dump_finish(self, rec: PodRecord, target: Path,
+                     res: subprocess.CompletedProcess[str], t1: float) -> None:
         t2 = time.monotonic()
         self._keep_log(target / "dump.log", "dump", rec)
         if res.returncode != 0:
@@ -160,9 +219,8 @@ class StopAndCopy(CriuNode):
         nets.reap(rec.pid)
         rec.state = "frozen"
         self.pods.save(rec)
-        log.info("dump %s: stats %.3fs, criu dump %.3fs, unlink %.3fs", rec.key, t1 - t0,
-                 t2 - t1, time.monotonic() - t2)
-        return rec
+        log.info("dump %s: criu dump %.3fs, unlink %.3fs", rec.key, t2 - t1,
+                 time.monotonic() - t2)
 
     def link_delay(self, nbytes: int, slowdown: float) -> float:
         return 0.0

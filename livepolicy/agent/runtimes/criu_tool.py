@@ -66,6 +66,16 @@ class CriuTool:
         except OSError as exc:
             raise ApiError(500, "criu_failed", f"cannot run {self.path}: {exc}") from None
 
+    def start(self, args: list[str], *, netns: str | None = None) -> subprocess.Popen[str]:
+        """`run` without waiting: the CRIU process (its pid is CRIU's own: `nsenter --net`
+        and the setup script's wrapper both exec)."""
+        try:
+            return subprocess.Popen(self.command(args, netns), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                    text=True)
+        except OSError as exc:
+            raise ApiError(500, "criu_failed", f"cannot run {self.path}: {exc}") from None
+
     def feature(self, name: str) -> bool:
         res = self.run(["check", "--feature", name], timeout=30)
         return res.returncode == 0 and "is supported" in (res.stdout + res.stderr)
