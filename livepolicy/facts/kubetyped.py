@@ -124,83 +124,86 @@ class TypedConverter(Converter):
         self._raw_affinities: dict[bytes, NodeSelectorTerms] = {}
         self._raw_volumes: dict[tuple[str, bytes], VolumeFacts] = {}
 
-    def _typed_shape(self, spec: _PodSpec, ptr: str) -> _SpecShape:
-        key = _ENCODE((spec.containers, spec.initContainers, spec.overhead, spec.tolerations,
-                       spec.nodeSelector, spec.priority, spec.priorityClassName,
-                       spec.hostNetwork))
-        found = self._raw_shapes.get(key)
-        if found is None:
-            plain = {"overhead": _load(spec.overhead), "tolerations": _load(spec.tolerations),
-                     "nodeSelector": _load(spec.nodeSelector), "priority": spec.priority,
-                     "priorityClassName": spec.priorityClassName,
-                     "hostNetwork": spec.hostNetwork}
-            found = self._raw_shapes[key] = self._derive_shape(
-                plain, [_container_dict(c) for c in spec.containers],
-                [_container_dict(c) for c in spec.initContainers], ptr)
+    def _typed_shape(self, key: bytes, spec: _PodSpec, ptr: str) -> _SpecShape:
+        plain = {"overhead": _load(spec.overhead), "tolerations": _load(spec.tolerations),
+                 "nodeSelector": _load(spec.nodeSelector), "priority": spec.priority,
+                 "priorityClassName": spec.priorityClassName, "hostNetwork": spec.hostNetwork}
+        found = self._raw_shapes[key] = self._derive_shape(
+            plain, [_container_dict(c) for c in spec.containers],
+            [_container_dict(c) for c in spec.initContainers], ptr)
         return found
 
-    def _typed_labels(self, raw: Raw) -> dict[str, str]:
-        if not raw:
-            return {}
-        key = bytes(raw)
-        found = self._raw_labels.get(key)
-        if found is None:  # replicas share one dict (facts are never mutated)
-            found = self._raw_labels[key] = _str_map(_load(raw))
-        return found
-
-    def _typed_owner(self, ns: str, raw: Raw) -> tuple[OwnerKind, str, str]:
-        key = (ns, bytes(raw))
-        found = self._raw_owners.get(key)
-        if found is None:
-            found = self._raw_owners[key] = self._resolve_owner(
-                ns, {"ownerReferences": _load(raw)})
-        return found
-
-    def _typed_affinity(self, raw: Raw) -> NodeSelectorTerms:
-        key = bytes(raw)
-        found = self._raw_affinities.get(key)
-        if found is None:
-            found = self._raw_affinities[key] = self._affinity(_load(raw))
-        return found
-
-    def _typed_volume(self, ns: str, raw: Raw) -> VolumeFacts:
-        key = (ns, bytes(raw))
-        found = self._raw_volumes.get(key)
-        if found is None:
-            v = _load(raw)
-            found = self._raw_volumes[key] = self._volume(ns, v if isinstance(v, dict)
-                                                          else _EMPTY)
+    def _typed_volume(self, ns: str, key: tuple[str, bytes]) -> VolumeFacts:
+        v = orjson.loads(key[1])
+        found = self._raw_volumes[key] = self._volume(ns, v if isinstance(v, dict) else _EMPTY)
         return found
 
     def _annotations(self, raw: Raw) -> dict[str, str]:
-        # A JSON escape could spell the prefix otherwise: decode whenever one appears.
         if not raw:
             return _NO_ANNOTATIONS
         data = bytes(raw)
+        # A JSON escape could spell the prefix otherwise: decode whenever one appears.
         if b"livepolicy.io" not in data and b"\\" not in data:
             return _NO_ANNOTATIONS
         value = orjson.loads(data)
         return own_annotations(value) if isinstance(value, dict) and value \
             else _NO_ANNOTATIONS
 
-    def typed_pod(self, obj: _Pod, ptr: str) -> PodFacts:
-        meta, spec = obj.metadata, obj.spec
-        name, ns = meta.name, meta.namespace
-        if type(name) is not str or not name or not spec.containers:
-            _fallback(ptr, "")
-        ns = intern(ns if type(ns) is str else str(ns))
-        return self._finish(
-            ns, name, str(meta.uid), intern(str(spec.nodeName)), intern(str(obj.status.phase)),
-            self._typed_labels(meta.labels), self._annotations(meta.annotations),
-            self._typed_owner(ns, meta.ownerReferences) if meta.ownerReferences
-            else self._resolve_owner(ns, _EMPTY),
-            self._typed_shape(spec, ptr), len(spec.initContainers),
-            tuple([self._typed_volume(ns, v) for v in spec.volumes]),
-            self._typed_affinity(spec.affinity) if spec.affinity else self._affinity(None),
-            bool(meta.deletionTimestamp), ptr)
-
     def typed_pods(self, items: list[tuple[int, _Pod]], base: str) -> list[PodFacts]:
-        return [self.typed_pod(o, f"{base}/{i}") for i, o in items]
+        """Every pod, in item order. The hottest loop of a large plan: each part is looked
+        up by its raw bytes in a local memo, and converted (by the generic code) on a miss."""
+        shapes, labels_memo, owners = self._raw_shapes, self._raw_labels, self._raw_owners
+        affinities, volumes_memo = self._raw_affinities, self._raw_volumes
+        no_affinity, bare = self._affinity(None), self._resolve_owner("", _EMPTY)
+        finish, encode = self._finish, _ENCODE
+        out = []
+        for i, obj in items:
+            meta, spec = obj.metadata, obj.spec
+            name, ns = meta.name, meta.namespace
+            if type(name) is not str or not name or not spec.containers:
+                _fallback(f"{base}/{i}", "")
+            ns = intern(ns if type(ns) is str else str(ns))
+            key = encode((spec.containers, spec.initContainers, spec.overhead,
+                          spec.tolerations, spec.nodeSelector, spec.priority,
+                          spec.priorityClassName, spec.hostNetwork))
+            shape = shapes.get(key) or self._typed_shape(key, spec, f"{base}/{i}")
+            raw = meta.labels
+            if raw:
+                lkey = bytes(raw)
+                labels = labels_memo.get(lkey)
+                if labels is None:  # replicas share one dict (facts are never mutated)
+                    labels = labels_memo[lkey] = _str_map(orjson.loads(lkey))
+            else:
+                labels = {}
+            raw = meta.ownerReferences
+            if raw:
+                okey = (ns, bytes(raw))
+                owner = owners.get(okey)
+                if owner is None:
+                    owner = owners[okey] = self._resolve_owner(
+                        ns, {"ownerReferences": orjson.loads(okey[1])})
+            else:
+                owner = bare
+            raw = spec.affinity
+            if raw:
+                akey = bytes(raw)
+                affinity = affinities.get(akey)
+                if affinity is None:
+                    affinity = affinities[akey] = self._affinity(orjson.loads(akey))
+            else:
+                affinity = no_affinity
+            vols = []
+            for v in spec.volumes:
+                vkey = (ns, bytes(v))
+                vols.append(volumes_memo.get(vkey) or self._typed_volume(ns, vkey))
+            uid, node, phase = meta.uid, spec.nodeName, obj.status.phase
+            out.append(finish(
+                ns, name, uid if type(uid) is str else str(uid),
+                intern(node if type(node) is str else str(node)),
+                intern(phase if type(phase) is str else str(phase)), labels,
+                self._annotations(meta.annotations), owner, shape, len(spec.initContainers),
+                tuple(vols), affinity, bool(meta.deletionTimestamp), f"{base}/{i}"))
+        return out
 
 
 def _kind(obj: Struct) -> str:
