@@ -8,6 +8,7 @@ with the JSON pointer of the offending field instead of raising on the first one
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from livepolicy.facts.kubeconvert import Converter
@@ -79,7 +80,7 @@ def assemble(conv: Converter, by_kind: ByKind,
         w = p.workload
         replicas[w] = replicas.get(w, 0) + 1
     nodes.sort(key=lambda n: n.name)
-    pods.sort(key=lambda p: (p.namespace, p.name))
+    pods.sort(key=attrgetter("namespace", "name"))
     return ClusterFacts(info=conv.info, nodes=tuple(nodes), pods=tuple(pods),
                         pdbs=tuple(sorted(pdbs, key=lambda d: (d.namespace, d.name))),
                         eniconfigs=tuple(sorted(conv.eniconfigs)), workload_replicas=replicas,
@@ -89,6 +90,10 @@ def assemble(conv: Converter, by_kind: ByKind,
 def _check_unique(nodes: list[NodeFacts], pods: list[PodFacts],
                   by_kind: ByKind, base: str,
                   report: Report) -> None:
+    names = {n.name for n in nodes}
+    if len(names) == len(nodes) and len({p.key for p in pods}) == len(pods) and all(
+            p.node in names for p in pods if p.node):
+        return  # the usual case, without building a pointer per object
     seen: set[str] = set()
     for (i, _), n in zip(by_kind.get("Node", []), nodes, strict=False):
         if n.name in seen:

@@ -206,13 +206,12 @@ class TypedConverter(Converter):
         return out
 
 
-def _kind(obj: Struct) -> str:
-    return str(type(obj).__struct_config__.tag)
+_KIND = {cls: str(cls.__struct_config__.tag) for cls in (_Pod, *_OTHERS)}
 
 
 def _plain(obj: Struct) -> dict[str, Any]:
     """A non-pod Struct as the dict the generic path would have parsed (read fields only)."""
-    out = {"kind": _kind(obj)}
+    out = {"kind": _KIND[type(obj)]}
     for f in obj.__struct_fields__:
         value = getattr(obj, f)
         if value is not msgspec.UNSET:
@@ -228,10 +227,13 @@ def typed_facts(data: bytes, source: str) -> ClusterFacts | None:
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     conv = TypedConverter()
-    by_kind: ByKind = {}
+    by_kind: ByKind = {kind: [] for kind in KNOWN_KINDS}
+    pods = by_kind["Pod"]
     for i, obj in enumerate(doc.items):
-        kind = _kind(obj)
-        by_kind.setdefault(kind, []).append((i, obj if kind == "Pod" else _plain(obj)))
+        if type(obj) is _Pod:
+            pods.append((i, obj))
+        else:
+            by_kind[_KIND[type(obj)]].append((i, _plain(obj)))
     del doc
     try:
         return assemble(conv, by_kind, conv.typed_pods, "/items", source)
