@@ -87,9 +87,11 @@ _OTHERS = tuple(
                       tag_field="kind", tag=kind, gc=False)
     for kind in sorted(KNOWN_KINDS - {"Pod"}))
 
+_TYPES: tuple[type[Struct], ...] = (_Pod, *_OTHERS)
+
 
 class _List(Struct, gc=False):
-    items: list[Union[(_Pod, *_OTHERS)]]  # type: ignore[valid-type]
+    items: list[Union[_TYPES]]  # type: ignore[valid-type]
 
 
 _DECODER = msgspec.json.Decoder(_List)
@@ -206,7 +208,7 @@ class TypedConverter(Converter):
         return out
 
 
-_KIND = {cls: str(cls.__struct_config__.tag) for cls in (_Pod, *_OTHERS)}
+_KIND = {cls: str(cls.__struct_config__.tag) for cls in _TYPES}
 
 
 def _plain(obj: Struct) -> dict[str, Any]:
