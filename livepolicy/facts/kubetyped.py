@@ -91,7 +91,7 @@ _TYPES: tuple[type[Struct], ...] = (_Pod, *_OTHERS)
 
 
 class _List(Struct, gc=False):
-    items: list[Union[_TYPES]]  # type: ignore[valid-type]
+    items: list[Union[_TYPES]]  # type: ignore[valid-type]  # noqa: UP007 (a runtime tuple)
 
 
 _DECODER = msgspec.json.Decoder(_List)
