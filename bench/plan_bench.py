@@ -4,7 +4,8 @@ Each size runs in a fresh subprocess (so peak RSS is that run's own), on a JSON 
 generated once into the cache. The baseline, measured in the same run at 1,000 nodes,
 is the naive way: a networkx DiGraph built by running every pair rule on every ordered
 node pair. CPU time is user + system time of that subprocess. Usage:
-`python -m bench.plan_bench [--sizes 500,1000,5000] [--full 1000] [--write-docs]`.
+`python -m bench.plan_bench [--sizes 500,1000,5000] [--full 1000,5000] [--repeat 3]
+[--write-docs]`.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def measure(mode: str, nodes: int, variant: str = "lean") -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="500,1000,5000")
-    ap.add_argument("--full", default="1000", help="sizes also run on full snapshots")
+    ap.add_argument("--full", default="1000,5000", help="sizes also run on full snapshots")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per size (median kept)")
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -126,11 +128,15 @@ def main() -> None:
         [(int(s), "full") for s in args.full.split(",") if s]
     load_before = os.getloadavg()
     for n, variant in runs:
-        r = measure("plan", n, variant)
+        # The machine is shared: each size runs `--repeat` times and the median run counts.
+        tries = sorted((measure("plan", n, variant) for _ in range(args.repeat)),
+                       key=lambda r: float(r["total_s"]))  # type: ignore[arg-type]
+        r = tries[len(tries) // 2]
+        r["runs"] = [t["total_s"] for t in tries]
         rows.append(r)
         print(f"plan {n:>5} nodes {r['pods']:>7} pods ({variant}, {r['snapshot_mib']} MiB): "
               f"load {r['load_s']}s + plan {r['plan_s']}s = {r['total_s']}s (CPU "
-              f"{r['cpu_s']}s), peak {r['peak_rss_mib']} MiB, "
+              f"{r['cpu_s']}s; runs {r['runs']}), peak {r['peak_rss_mib']} MiB, "
               f"{r['classes']} classes, {r['migrations']} migrations", flush=True)
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
@@ -151,15 +157,17 @@ def write_docs(rows: list[dict[str, object]], classes: dict[str, object],
     start, end = "<!-- plan-bench:start -->", "<!-- plan-bench:end -->"
     lines = [start, "", f"Measured {time.strftime('%Y-%m-%d')} on this project's 2-core "
              "machine with `python -m bench.plan_bench --write-docs`, shared with other jobs "
-             f"(load average {load[0]:.1f} before the runs, {load[1]:.1f} after). CPU is user + "
-             "system time of the planning process.", "",
+             f"(load average {load[0]:.1f} before the runs, {load[1]:.1f} after). Each row is "
+             "the median of its runs (all totals in the last column); CPU is user + system "
+             "time of the planning process.", "",
              "| nodes | pods | snapshot | load | plan | total (wall) | CPU | peak RSS | "
-             "classes | migrations |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "classes | migrations | every run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        every = ", ".join(f"{t} s" for t in r["runs"])  # type: ignore[attr-defined]
         lines.append(f"| {r['nodes']} | {r['pods']} | {r['variant']} {r['snapshot_mib']} MiB "
                      f"| {r['load_s']} s | {r['plan_s']} s | {r['total_s']} s | {r['cpu_s']} s "
                      f"| {r['peak_rss_mib']} MiB | "
-                     f"{r['classes']} | {r['migrations']} |")
+                     f"{r['classes']} | {r['migrations']} | {every} |")
     lines += ["", f"Compatibility graph at 1,000 nodes, same run: class graph "
               f"{classes['graph_s']} s, naive all-pairs networkx {naive['graph_s']} s: "
               f"**{ratio:.0f}x** (both find {classes['node_edges']} / {naive['node_edges']} "
