@@ -26,6 +26,8 @@ from livepolicy.policy.load import PolicySet
 
 WRONG = [None, 0, -3, 2.5, float("inf"), float("nan"), "x", "", True, [], {}, [1, "a"],
          {"a": 1}, "999999999999Gi", "-1", "1e400", "10.0.0.0/8"]
+EDITS = st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0),
+                           st.sampled_from(WRONG)), min_size=1, max_size=4)
 Path_ = tuple[str | int, ...]
 
 
@@ -49,10 +51,15 @@ def _paths(obj: Any, pre: Path_ = ()) -> Iterator[Path_]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0),
-                          st.sampled_from(WRONG)), min_size=1, max_size=4))
+@given(EDITS)
 def test_any_wrong_value_is_reported_not_raised(edits: list[tuple[int, int, Any]]) -> None:
-    items, places, ps = _example()
+    _facts_and_plan(edited_example(edits), _example()[2])
+
+
+def edited_example(edits: list[tuple[int, int, Any]]) -> list[dict[str, Any]]:
+    """A copy of the example's items with each edit's value put at the place it picks
+    (a kind first, then a place in objects of that kind)."""
+    items, places, _ = _example()
     items = copy.deepcopy(items)
     kinds = sorted(places)
     for kind_pick, pick, value in edits:
@@ -65,7 +72,7 @@ def test_any_wrong_value_is_reported_not_raised(edits: list[tuple[int, int, Any]
             target[path[-1]] = value
         except (KeyError, IndexError, TypeError):  # an earlier edit replaced the parent
             continue
-    _facts_and_plan(items, ps)
+    return items
 
 
 def _facts_and_plan(items: list[dict[str, Any]], ps: PolicySet) -> list[tuple[str, str]]:

@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from livepolicy.core.diagnostics import DiagnosticError
 from livepolicy.core.yamlsrc import load_fast
@@ -23,7 +22,7 @@ from livepolicy.facts.kubeobjects import build_facts
 from livepolicy.facts.kubetyped import typed_facts
 from livepolicy.facts.model import ClusterFacts
 from livepolicy.facts.snapshot import SnapshotSource
-from tests.test_snapshot_fuzz import WRONG, _example
+from tests.test_snapshot_fuzz import EDITS, _example, edited_example
 
 CASES = [*sorted(Path("tests/cases").glob("*/cluster.yaml")), Path("examples/cluster.yaml")]
 
@@ -121,20 +120,6 @@ def test_other_shapes_and_problems_step_aside(doc: Any) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0),
-                          st.sampled_from(WRONG)), min_size=1, max_size=4))
+@given(EDITS)
 def test_random_edits_agree_or_step_aside(edits: list[tuple[int, int, Any]]) -> None:
-    items, places, _ = _example()
-    items = copy.deepcopy(items)
-    kinds = sorted(places)
-    for kind_pick, pick, value in edits:
-        where = places[kinds[kind_pick % len(kinds)]]
-        i, path = where[pick % len(where)]
-        target: Any = items[i]
-        try:
-            for key in path[:-1]:
-                target = target[key]
-            target[path[-1]] = value
-        except (KeyError, IndexError, TypeError):
-            continue
-    _agree(items)
+    _agree(edited_example(edits))
