@@ -6,7 +6,10 @@ replicas share (containers' resources, tolerations, labels, owner references, af
 volumes) as raw JSON bytes; those bytes key the converter's memos, so each distinct part
 is parsed once, by the same code as the generic path (kubepods, kubeconvert).
 
-This path only takes input it fits. A document of another shape, or any problem at all,
+msgspec only splits the document: every value the generic code reads reaches it through
+orjson, as in the generic path (raw parts are loaded, the fields a memo key holds are
+loaded back from that key), so the two cannot disagree on numbers or strings; pod fields
+read directly must be strings. A document of another shape, or any problem at all,
 returns None and the caller falls back to the generic path, which reports every problem
 located: both paths give the same facts and the same diagnostics
 (tests/test_typed_decode.py checks that on every case and on fuzzed snapshots).
@@ -28,7 +31,9 @@ from livepolicy.facts.kubepods import _SpecShape, own_annotations
 from livepolicy.facts.kubevalues import _EMPTY, _NO_ANNOTATIONS, KNOWN_KINDS, _str_map
 from livepolicy.facts.model import ClusterFacts, OwnerKind, PodFacts, VolumeFacts
 
-_ABSENT = Raw(b"")  # a field the object does not have (falsy, and never decoded)
+# A field the object does not have: null, which the generic code reads as it reads a
+# missing key for every Raw field below (compared by identity to skip the lookups).
+_ABSENT = Raw(b"null")
 
 
 # Defaults are what the generic path's `.get(key, default)` gives for a missing key.
@@ -74,16 +79,16 @@ class _Pod(Struct, tag_field="kind", tag="Pod", gc=False):
     status: _PodStatus = field(default_factory=_PodStatus)
 
 
-# Other kinds are few (nodes, owners, volumes, budgets): their read fields decode to plain
-# values for the generic converters. UNSET keeps a missing field missing.
+# Other kinds are few (nodes, owners, volumes, budgets): their read fields stay raw and
+# orjson loads them for the generic converters; _MISSING keeps a missing field missing.
+_MISSING = Raw(b"")
 _FIELDS = {"Node": ("metadata", "spec", "status"),
            "PersistentVolume": ("metadata", "spec"),
            "PersistentVolumeClaim": ("metadata", "spec", "status"),
            "PodDisruptionBudget": ("metadata", "spec", "status"),
            "ClusterInfo": ("apiVersion", "metadata", "spec")}
 _OTHERS = tuple(
-    msgspec.defstruct(kind, [(f, Any, msgspec.UNSET)
-                             for f in _FIELDS.get(kind, ("metadata",))],
+    msgspec.defstruct(kind, [(f, Raw, _MISSING) for f in _FIELDS.get(kind, ("metadata",))],
                       tag_field="kind", tag=kind, gc=False)
     for kind in sorted(KNOWN_KINDS - {"Pod"}))
 
@@ -106,13 +111,6 @@ def _fallback(pointer: str, message: str) -> None:
     raise _Fallback(pointer)
 
 
-def _load(raw: Raw) -> Any:
-    return orjson.loads(memoryview(raw)) if raw else None
-
-
-def _container_dict(c: _Container) -> dict[str, Any]:
-    return {"name": c.name, "tty": c.tty, "stdin": c.stdin, "resources": _load(c.resources),
-            "securityContext": _load(c.securityContext)}
 
 
 class TypedConverter(Converter):
@@ -126,13 +124,13 @@ class TypedConverter(Converter):
         self._raw_affinities: dict[bytes, NodeSelectorTerms] = {}
         self._raw_volumes: dict[tuple[str, bytes], VolumeFacts] = {}
 
-    def _typed_shape(self, key: bytes, spec: _PodSpec, ptr: str) -> _SpecShape:
-        plain = {"overhead": _load(spec.overhead), "tolerations": _load(spec.tolerations),
-                 "nodeSelector": _load(spec.nodeSelector), "priority": spec.priority,
-                 "priorityClassName": spec.priorityClassName, "hostNetwork": spec.hostNetwork}
-        found = self._raw_shapes[key] = self._derive_shape(
-            plain, [_container_dict(c) for c in spec.containers],
-            [_container_dict(c) for c in spec.initContainers], ptr)
+    def _typed_shape(self, key: bytes, ptr: str) -> _SpecShape:
+        # The key is the JSON of every field the shape reads (containers with theirs).
+        containers, inits, overhead, tolerations, selector, priority, pclass, host = \
+            orjson.loads(key)
+        plain = {"overhead": overhead, "tolerations": tolerations, "nodeSelector": selector,
+                 "priority": priority, "priorityClassName": pclass, "hostNetwork": host}
+        found = self._raw_shapes[key] = self._derive_shape(plain, containers, inits, ptr)
         return found
 
     def _typed_volume(self, ns: str, key: tuple[str, bytes]) -> VolumeFacts:
@@ -141,7 +139,7 @@ class TypedConverter(Converter):
         return found
 
     def _annotations(self, raw: Raw) -> dict[str, str]:
-        if not raw:
+        if raw is _ABSENT:
             return _NO_ANNOTATIONS
         data = bytes(raw)
         # A JSON escape could spell the prefix otherwise: decode whenever one appears.
@@ -161,16 +159,18 @@ class TypedConverter(Converter):
         out = []
         for i, obj in items:
             meta, spec = obj.metadata, obj.spec
-            name, ns = meta.name, meta.namespace
-            if type(name) is not str or not name or not spec.containers:
-                _fallback(f"{base}/{i}", "")
-            ns = intern(ns if type(ns) is str else str(ns))
+            name, ns, uid, node, phase = (meta.name, meta.namespace, meta.uid, spec.nodeName,
+                                          obj.status.phase)
+            if not (type(name) is type(ns) is type(uid) is type(node) is type(phase) is str
+                    and name and spec.containers):
+                _fallback(f"{base}/{i}", "")  # the generic path says what it makes of them
+            ns = intern(ns)
             key = encode((spec.containers, spec.initContainers, spec.overhead,
                           spec.tolerations, spec.nodeSelector, spec.priority,
                           spec.priorityClassName, spec.hostNetwork))
-            shape = shapes.get(key) or self._typed_shape(key, spec, f"{base}/{i}")
+            shape = shapes.get(key) or self._typed_shape(key, f"{base}/{i}")
             raw = meta.labels
-            if raw:
+            if raw is not _ABSENT:
                 lkey = bytes(raw)
                 labels = labels_memo.get(lkey)
                 if labels is None:  # replicas share one dict (facts are never mutated)
@@ -178,7 +178,7 @@ class TypedConverter(Converter):
             else:
                 labels = {}
             raw = meta.ownerReferences
-            if raw:
+            if raw is not _ABSENT:
                 okey = (ns, bytes(raw))
                 owner = owners.get(okey)
                 if owner is None:
@@ -187,7 +187,7 @@ class TypedConverter(Converter):
             else:
                 owner = bare
             raw = spec.affinity
-            if raw:
+            if raw is not _ABSENT:
                 akey = bytes(raw)
                 affinity = affinities.get(akey)
                 if affinity is None:
@@ -198,11 +198,8 @@ class TypedConverter(Converter):
             for v in spec.volumes:
                 vkey = (ns, bytes(v))
                 vols.append(volumes_memo.get(vkey) or self._typed_volume(ns, vkey))
-            uid, node, phase = meta.uid, spec.nodeName, obj.status.phase
             out.append(finish(
-                ns, name, uid if type(uid) is str else str(uid),
-                intern(node if type(node) is str else str(node)),
-                intern(phase if type(phase) is str else str(phase)), labels,
+                ns, name, uid, intern(node), intern(phase), labels,
                 self._annotations(meta.annotations), owner, shape, len(spec.initContainers),
                 tuple(vols), affinity, bool(meta.deletionTimestamp), f"{base}/{i}"))
         return out
@@ -213,11 +210,11 @@ _KIND = {cls: str(cls.__struct_config__.tag) for cls in _TYPES}
 
 def _plain(obj: Struct) -> dict[str, Any]:
     """A non-pod Struct as the dict the generic path would have parsed (read fields only)."""
-    out = {"kind": _KIND[type(obj)]}
+    out: dict[str, Any] = {"kind": _KIND[type(obj)]}
     for f in obj.__struct_fields__:
-        value = getattr(obj, f)
-        if value is not msgspec.UNSET:
-            out[f] = value
+        raw = getattr(obj, f)
+        if raw is not _MISSING:
+            out[f] = orjson.loads(bytes(raw))
     return out
 
 
