@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from livepolicy.agent.client import AgentClientError
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.core.quantity import bytes_of, parse_bandwidth
@@ -64,10 +66,11 @@ def touch_floor(nbytes: int, repeat: int = 3) -> float:
     return best
 
 
-def tcp_floor(lab: Lab, nbytes: int, repeat: int = 3) -> float:
-    """Seconds to send `nbytes` over TCP from node 1 to node 2 across the subnet bridge."""
+def tcp_floor(lab: Lab, nbytes: int, repeat: int = 3) -> tuple[float, float]:
+    """Seconds to send `nbytes` over TCP from node 1 to node 2 across the subnet bridge
+    (best of `repeat`), and the machine's busy CPU-seconds during that best copy."""
     src, dst = lab.nodes[0], lab.nodes[1]
-    best = float("inf")
+    best, best_cpu = float("inf"), float("nan")
     for _ in range(repeat):
         srv = nets.socket_in(dst.netns)
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,6 +93,7 @@ def tcp_floor(lab: Lab, nbytes: int, repeat: int = 3) -> float:
         t.start()
         block = os.urandom(4 * MiB)
         cli = nets.connect_in(src.netns, dst.ip, 7999, 30)
+        cpu0 = busy_cpu_s()
         start = time.perf_counter()
         with cli:
             left = nbytes
@@ -99,10 +103,32 @@ def tcp_floor(lab: Lab, nbytes: int, repeat: int = 3) -> float:
                 left -= len(chunk)
             cli.shutdown(socket.SHUT_WR)
             t.join()
-        best = min(best, time.perf_counter() - start)
+        took, cpu = time.perf_counter() - start, busy_cpu_s() - cpu0
+        if took < best:
+            best, best_cpu = took, cpu
         srv.close()
         assert got[0] == nbytes
-    return best
+    return best, best_cpu
+
+
+def busy_cpu_s() -> float:
+    """CPU-seconds the whole machine spent busy so far (all cores, every process: a move
+    that keeps them all busy is bound by CPU, not by waiting)."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def seal_cost(nbytes: int) -> float:
+    """Seconds (one core) to seal and open `nbytes` as the page stream does (AES-256-GCM
+    in 1 MiB chunks): work a sealed copy adds to the floor, on some core."""
+    aead = AESGCM(os.urandom(32))
+    chunk = bytearray(os.urandom(MiB))
+    nonce = os.urandom(12)
+    start = time.perf_counter()
+    for _ in range(max(1, nbytes // MiB)):
+        aead.decrypt(nonce, aead.encrypt(nonce, chunk, b""), b"")
+    return time.perf_counter() - start
 
 
 def moves(lab: Lab, key: str, count: int, *, iterative: bool,
@@ -116,22 +142,24 @@ def moves(lab: Lab, key: str, count: int, *, iterative: bool,
                               reply_timeout=300).start()
         client.wait_replies(20)
         dest = "lab-2" if node.name == "lab-1" else "lab-1"
+        cpu0 = busy_cpu_s()
         try:
             result: MoveResult = move_pod(lab, key, dest, iterative=iterative,
                                           post_copy=post_copy)
         except (AgentClientError, LabError) as exc:  # past post-copy's commit point
             result = MoveResult("?", key, node.name, dest, ok=False, error=str(exc))
+        cpu_s = busy_cpu_s() - cpu0
         client.wait_replies(20, timeout=60)
         stats = client.stop()
         row = {"ok": result.ok and stats.ok, "error": result.error or "; ".join(stats.errors),
                "freeze_s": result.freeze_s, "total_s": result.total_s,
                "client_max_wait_s": round(stats.max_gap_s, 4), "steps_s": result.steps_s,
                "image_bytes": result.image_bytes, "memory_bytes": result.memory_bytes,
-               "rounds": result.rounds,
+               "rounds": result.rounds, "cpu_s": round(cpu_s, 2),
                "replies": stats.replies}
         out.append(row)
         print(f"  {key}: {node.name} -> {dest}: freeze {result.freeze_s:.3f}s, total "
-              f"{result.total_s:.3f}s, client wait {stats.max_gap_s:.3f}s, "
+              f"{result.total_s:.3f}s, {cpu_s:.2f} CPU-s, client wait {stats.max_gap_s:.3f}s, "
               f"{'ok' if row['ok'] else 'FAILED ' + str(row['error'])}", file=sys.stderr)
         time.sleep(1)
     return out
@@ -180,8 +208,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["strategies"] = strategies(lab)
         print("floors ...", file=sys.stderr)
         for size in sizes:
+            tcp, tcp_cpu = tcp_floor(lab, size)
             report["floors"][str(size)] = {"touch_s": round(touch_floor(size), 3),
-                                           "tcp_bridge_s": round(tcp_floor(lab, size), 3)}
+                                           "tcp_bridge_s": round(tcp, 3),
+                                           "tcp_bridge_cpu_s": round(tcp_cpu, 2),
+                                           "seal_open_s": round(seal_cost(size), 3)}
         print("small pod ...", file=sys.stderr)
         rec = lab.create_pod("small", node="lab-1")
         rows = moves(lab, rec.key, args.small_repeat, iterative=True)
@@ -226,6 +257,9 @@ def markdown(r: dict[str, Any]) -> list[str]:
              f"{r['load_after']:.1f} after: this machine is shared, so times vary). Every "
              "migration goes through the real agents (prepare, final checkpoint, sealed image "
              "transfer, restore pulling the sealed page stream node to node, verify, commit; "
+             "stop-and-copy's checkpoint returns once `criu dump` started, its pages cross "
+             "while CRIU writes them and `criu restore --stream` on the destination reads "
+             "them as they arrive, so dump, copy and restore overlap inside the restore step; "
              "post-copy: lazy checkpoint, sealed state transfer, lazy restore whose page "
              "faults the agents relay sealed, verify, commit once every page arrived) "
              "with a client streaming "
@@ -238,7 +272,7 @@ def markdown(r: dict[str, Any]) -> list[str]:
     lines += ["| pod | strategy | freeze (median) | client's longest wait | total | plan "
               "estimate (freeze / total) | floor (touch + TCP) |",
               "|---|---|---|---|---|---|---|",
-              f"| small ({small['memory_bytes'] / MiB:.1f} MiB of pages) | stop-and-copy | "
+              f"| small ({small['memory_bytes'] / MiB:.1f} MiB of memory) | stop-and-copy | "
               f"{_ms(small['freeze_median_s'])} ({len(small['moves'])} moves: "
               f"{', '.join(_ms(m['freeze_s']) for m in small['moves'])}) | "
               f"{_ms(small['client_wait_median_s'])} | - | {est['freeze_ms']} ms / "
@@ -259,16 +293,21 @@ def markdown(r: dict[str, Any]) -> list[str]:
                 f"{_ms(floor['tcp_bridge_s'])}){'; ' + str(fails) + ' failed' if fails else ''}"
                 " |")
     lines += ["", "Where the time goes (median of the moves, seconds; the freeze is "
-              "checkpoint + transfer + restore + verify; post-copy's commit waits for the "
-              "last page):", "",
-              "| pod | checkpoint (dump) | transfer (sealed image) | restore (pages + criu) | "
-              "verify | commit |", "|---|---|---|---|---|---|"]
+              "checkpoint + transfer + restore + verify; stop-and-copy's restore step holds "
+              "the dump, the page stream and `criu restore`, overlapped; post-copy's commit "
+              "waits for the last page; CPU is what the whole 2-core machine spent busy "
+              "during the move, other jobs included):", "",
+              "| pod | checkpoint (dump starts) | transfer (sealed image) | restore (dump + "
+              "pages + criu restore) | verify | commit | CPU-s |",
+              "|---|---|---|---|---|---|---|"]
     def steps(name: str, moves: list[dict[str, Any]]) -> str:
         ok = [m["steps_s"] for m in moves if m["ok"]] or [m["steps_s"] for m in moves]
         med = {k: statistics.median(s.get(k, 0.0) for s in ok)
                for k in ("checkpoint", "transfer", "restore", "verify", "commit")}
+        cpu = statistics.median(m.get("cpu_s", 0.0) for m in moves)
         return (f"| {name} | {med['checkpoint']:.3f} | {med['transfer']:.3f} | "
-                f"{med['restore']:.3f} | {med['verify']:.3f} | {med['commit']:.3f} |")
+                f"{med['restore']:.3f} | {med['verify']:.3f} | {med['commit']:.3f} | "
+                f"{cpu:.2f} |")
     lines.append(steps("small", small["moves"]))
     for entry in r["sizes"]:
         for strategy, s in entry["strategies"].items():
@@ -286,11 +325,18 @@ def markdown(r: dict[str, Any]) -> list[str]:
         ratio = sac["freeze_median_s"] / entry["floor_s"] if entry["floor_s"] else float("nan")
         best = min(m["freeze_s"] for m in sac["moves"]) / entry["floor_s"]
         est = entry["estimate"]["stop-and-copy"]["freeze_ms"] / 1000
+        floor = r["floors"][str(entry["memory_bytes"])]
+        cpu = statistics.median(m.get("cpu_s", 0.0) for m in sac["moves"])
         lines.append(
             f"- {entry['memory_bytes'] // MiB} MiB stop-and-copy: {ratio:.1f}x the floor "
             f"measured in the same run (best {best:.1f}x; target for 1 GiB: 1.5x); the plan "
             f"estimated {est:.2f} s (measured/estimated: {sac['freeze_median_s'] / est:.2f}x; "
-            "model: docs/estimates.md).")
+            f"model: docs/estimates.md). The machine was busy for {cpu:.2f} CPU-s during "
+            f"a move ({cpu / (2 * sac['total_median_s']) * 100:.0f}% of its 2 cores over the "
+            f"move's {sac['total_median_s']:.2f} s); the floor's TCP copy alone used "
+            f"{floor.get('tcp_bridge_cpu_s', float('nan')):.2f} CPU-s, and sealing and "
+            f"opening that much (AES-256-GCM) takes {floor.get('seal_open_s', float('nan')):.2f}"
+            " s of one core.")
     for entry in r["sizes"]:
         pc = entry["strategies"].get("post-copy")
         if pc is None:

@@ -49,6 +49,17 @@ def not_pages(name: str) -> bool:
     return not pages.is_pages(name)
 
 
+def _resident_bytes(pid: int) -> int:
+    """The pod's resident memory (its root process): about what its dump will write."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class StopAndCopy(CriuNode):
     """The stop-and-copy and pre-copy paths of `CriuRuntime`."""
 
@@ -135,6 +146,7 @@ class StopAndCopy(CriuNode):
     def _checkpoint_live(self, rec: PodRecord, sink: Sink, started: float) -> RoundResult:
         """Start the dump and return at once: the image holds the manifest and a live page
         stream (`criu_pages`), which sends CRIU's files as the dump writes them."""
+        rss = _resident_bytes(rec.pid)
         target, args = self._dump_prepare(rec, use_precopy=False)
         self._stop_page_server(rec.key)
         job = LiveDump(lambda: self._dump_run(rec, target, args))
@@ -152,8 +164,8 @@ class StopAndCopy(CriuNode):
         archive.write_archive(sink, manifest, self._pod_dir(rec), [rec.dump_dir],
                               select=lambda name: False)  # CRIU's files are in the stream
         log.info("checkpoint %s: live, image %.3fs", rec.key, time.monotonic() - started)
-        # The pages are still being written: what will cross is the pod's memory.
-        return RoundResult(bytes=rec.memory_bytes, dirty_bytes=0,
+        # The pages are still being written: what will cross is about the pod's memory.
+        return RoundResult(bytes=max(rec.memory_bytes, rss), dirty_bytes=0,
                            seconds=time.monotonic() - started, frozen=True)
 
     def _dump(self, rec: PodRecord, *, use_precopy: bool) -> PodRecord:
