@@ -168,6 +168,28 @@ def test_missing_snapshot_file() -> None:
     assert r.exit_code == 1 and "no such snapshot file" in r.output
 
 
+@pytest.mark.parametrize("where", ["snapshot", "policy"])
+def test_deeply_nested_yaml_is_a_located_error_not_a_crash(where: str, tmp_path: Path) -> None:
+    """100,000 levels overflowed the C loader's stack (a segfault) and the pure loader's
+    recursion limit (a traceback); both are now one located problem."""
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "pol").mkdir()
+    snapshot, policy = tmp_path / "c.yaml", tmp_path / "pol" / "p.yaml"
+    snapshot.write_text("kind: List\nitems:\n- kind: Pod\n  metadata:\n    name: p\n"
+                        f"    labels: {deep}\n" if where == "snapshot" else
+                        "kind: List\nitems: []\n")
+    policy.write_text("apiVersion: livepolicy.io/v1alpha1\nkind: MigrationPolicy\n"
+                      f"metadata: {{name: x}}\nspec: {deep}\n" if where == "policy" else
+                      (ROOT / "policies" / "migrations.yaml").read_text())
+    proc = subprocess.run([sys.executable, "-m", "livepolicy", "plan", "--cluster",
+                           str(snapshot), "--policies", str(policy.parent)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1, proc.stderr[-500:]
+    bad = snapshot if where == "snapshot" else policy
+    assert f"{bad}:1:1: invalid YAML: nested too deeply to read" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
 def test_console_script_never_tracebacks(tmp_path: Path) -> None:
     bad = tmp_path / "p.yaml"
     bad.write_text("apiVersion: livepolicy.io/v1alpha1\nkind: MigrationPolicy\n")

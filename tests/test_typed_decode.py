@@ -141,6 +141,17 @@ def test_other_shapes_and_problems_step_aside(doc: Any) -> None:
     assert typed_facts(orjson.dumps(doc), "s.json") is None
 
 
+def test_deep_nesting_steps_aside_and_is_reported(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "deep.json"
+    path.write_text('{"kind": "List", "items": [{"kind": "Pod", "metadata": {"name": "p", '
+                    f'"labels": {deep}}}, "spec": {{"containers": [{{"name": "c"}}]}}}}]}}')
+    assert typed_facts(path.read_bytes(), str(path)) is None
+    with pytest.raises(DiagnosticError) as err:
+        SnapshotSource(path).read()
+    assert "invalid JSON" in err.value.diagnostics[0].message
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(EDITS)
 def test_random_edits_agree_or_step_aside(edits: list[tuple[int, int, Any]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +129,38 @@ def parse_documents(text: str, name: str) -> list[Document]:
             docs.append(Document(name, i, to_plain(tree), tree, start))
     except (MarkedYAMLError, YAMLError) as exc:
         raise DiagnosticError([_mark_diag(name, exc)]) from exc
+    except RecursionError:
+        raise DiagnosticError([_too_deep(name)]) from None
     return docs
+
+
+# The C loader composes nodes by recursing in C: some 10-30k levels overflow its stack
+# and kill the process. Text that may nest deeper than this goes to the pure-Python
+# loader, whose recursion limit ends in a RecursionError, reported like a syntax error.
+_C_DEPTH = 2000
+_DEEP_BLOCK = re.compile(rf"^[ \t-]{{{_C_DEPTH}}}", re.M)  # leading spaces and "- " chains
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def may_nest_deeply(text: str) -> bool:
+    """True when the YAML text may nest more than _C_DEPTH levels: flow brackets are
+    counted (those in quoted strings too, which can only say yes wrongly) and block
+    nesting is bounded by a line's leading spaces and dashes."""
+    if _DEEP_BLOCK.search(text):
+        return True
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        if m.group() in "[{":
+            depth += 1
+            if depth > _C_DEPTH:
+                return True
+        elif depth:
+            depth -= 1
+    return False
+
+
+def _too_deep(name: str) -> Diagnostic:
+    return Diagnostic(name, "invalid YAML: nested too deeply to read", "", 1, 1)
 
 
 @contextmanager
@@ -177,11 +209,13 @@ def load_fast(path: Path, display: str | None = None, raw: bytes | None = None) 
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DiagnosticError([Diagnostic(name, f"file is not UTF-8: {exc}")]) from exc
-        yaml = YAML(typ="safe", pure=False)
+        yaml = YAML(typ="safe", pure=may_nest_deeply(text))
         try:
             docs = list(yaml.load_all(text))
         except (MarkedYAMLError, YAMLError) as exc:
             raise DiagnosticError([_mark_diag(name, exc)]) from exc
+        except RecursionError:
+            raise DiagnosticError([_too_deep(name)]) from None
         if len(docs) == 1:
             return docs[0]
         return {"apiVersion": "v1", "kind": "List", "items": [d for d in docs if d is not None]}

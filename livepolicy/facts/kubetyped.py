@@ -223,7 +223,7 @@ def typed_facts(data: bytes, source: str) -> ClusterFacts | None:
     it (another shape, or any problem to report)."""
     try:
         doc = _DECODER.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # deep nesting
         return None
     conv = TypedConverter()
     by_kind: ByKind = {kind: [] for kind in KNOWN_KINDS}
@@ -236,5 +236,5 @@ def typed_facts(data: bytes, source: str) -> ClusterFacts | None:
     del doc
     try:
         return assemble(conv, by_kind, conv.typed_pods, "/items", source)
-    except _Fallback:
+    except (_Fallback, orjson.JSONDecodeError):
         return None
