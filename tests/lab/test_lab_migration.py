@@ -320,34 +320,25 @@ def _listening_ports(netns: str, ip: str) -> list[int]:
         check=True).stdout.splitlines() if f"{ip}:" in line]
 
 
-@pytest.mark.parametrize("when", ["dumping", "restoring"])
-def test_page_stream_cut_midway_resumes_the_source(lab: Lab, when: str) -> None:
-    """The source's dump streams its pages while it runs, and the destination's `criu
-    restore` starts before the last of them arrived; a connection reset halfway through
-    (while the source still dumps, or while the destination already restores) fails the
-    restore, and the migration rolls back: the source, whose dump ended meanwhile, is
-    restored from its own images and the client stays connected."""
-    rec = lab.create_pod(f"cut-{when}", node="lab-1", memory=(256 if when == "dumping"
-                                                              else 768) * 2**20)
+def test_page_stream_cut_midway_resumes_the_source(lab: Lab) -> None:
+    """The source's dump streams its pages while it runs; a connection reset halfway
+    through fails the restore, and the migration rolls back: the source, whose dump
+    ended meanwhile, is restored from its own images and the client stays connected."""
+    rec = lab.create_pod("cut-stream", node="lab-1", memory=256 * 2**20)
     src_node, dst_node = lab.node("lab-1"), lab.node("lab-2")
     table = "lpcut"
-    mid = f"t-cut-{when}"
     box: dict[str, MoveResult] = {}
     mover = threading.Thread(target=lambda: box.update(
-        result=move_pod(lab, rec.key, "lab-2", mid=mid)))
+        result=move_pod(lab, rec.key, "lab-2", mid="t-cut")))
     try:
         c = _client(lab, rec.key)
         mover.start()
-        work = Path(dst_node.state_dir) / "criu" / f"restore-{mid}"
+        work = Path(dst_node.state_dir) / "criu" / "restore-t-cut"
 
         def receiving() -> bool:
             return any(p.stat().st_size > 16 * 2**20 for p in work.glob("*/pages-*.img"))
 
-        def restoring() -> bool:  # CRIU started: its small files are all here
-            return any(work.glob("*/restore.log"))
-
-        assert nets.wait_for(receiving if when == "dumping" else restoring, 60, 0.002), \
-            f"never saw the destination {when}"
+        assert nets.wait_for(receiving, 60, 0.002), "the pages never started to arrive"
         # The destination's node answers its own next packet to the source's page server
         # with a reset: both ends of the stream break, halfway through.
         ports = _listening_ports(src_node.netns, src_node.ip)

@@ -11,8 +11,7 @@
 A *live* archive (`write_live`, the page stream of a dump still running) also has
         {"t": "a", "p": "dump/pages-1.img", "n": 4194304} `n` more bytes of a page file
         {"t": "fail", "why": "..."}                     the dump failed: nothing to restore
-              {"t": "ready", "pages": {"pages-1.img": N}}      CRIU's other files are all here
-appends to one page file as CRIU writes it; the dump's other files once it ended.
+appends to one page file as CRIU writes it, the dump's other files once it ended.
 
 The agent seals this stream with AES-GCM on the way out (`crypto.EncryptingWriter`), so
 the reader only sees authenticated bytes; it still trusts no name in them: every path is
@@ -45,7 +44,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LINK = re.compile(r"^\.\./([A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
 SKIP_SUFFIXES = (".log",)
 MAX_WHY = 2000
-APPEND_MAX = 8 << 20  # bytes of one piece of a growing page file
+APPEND_MAX = 16 << 20  # bytes of one piece of a growing page file
 
 
 def _invalid(message: str) -> ApiError:
@@ -88,14 +87,10 @@ def write_archive(sink: Sink, manifest: dict[str, Any], root: Path, dirs: list[s
 def write_live(sink: Sink, manifest: dict[str, Any], root: Path, d: str,
                outcome: Callable[[], str | None], is_page: Callable[[str], bool], *,
                poll_s: float = 0.002) -> int:
-    """Like `write_archive` for the one directory `d` that a CRIU dump is still writing.
-
-    The page files (`is_page`) are sent as they grow. Once `outcome()` stops being None
-    the dump ended: "" if it succeeded, else why it failed (a `fail` entry, which the
-    reader raises). After a success come CRIU's other files, then a `ready` entry naming
-    the page files still incomplete and their final sizes (so the destination may start
-    `criu restore` while they arrive), then the rest of the pages. Returns the number of
-    file bytes written."""
+    """Like `write_archive` for the one directory `d` that a CRIU dump is still writing:
+    the page files (`is_page`) are sent as they grow, the other files once `outcome()`
+    stops being None (the dump ended: "" if it succeeded, else why it failed, which the
+    reader raises). Returns the number of file bytes written."""
     sink.write(MAGIC)
     sink.write(json.dumps({**manifest, "format": FORMAT, "dirs": [d], "live": True},
                           sort_keys=True).encode() + b"\n")
@@ -105,65 +100,48 @@ def write_live(sink: Sink, manifest: dict[str, Any], root: Path, d: str,
     view = memoryview(bytearray(BLOCK))
     sent: dict[str, int] = {}
     handles: dict[str, Any] = {}
-
-    def page_files() -> list[Path]:
-        try:
-            entries = sorted(base.iterdir(), key=lambda p: p.name)
-        except FileNotFoundError:  # a failed dump's directory went: `outcome` tells why
-            return []
-        return [e for e in entries if is_page(e.name) and not e.is_symlink() and e.is_file()]
-
-    def send_pages(most: int | None = None) -> int:
-        """What the page files gained since the last call (at most `most` bytes a file,
-        so the dump's end is noticed at once and CRIU's other files overtake the pages
-        still to send)."""
-        moved = 0
-        for entry in page_files():
-            name = entry.name
-            fh = handles.get(name)
-            if fh is None:
-                fh = handles[name] = entry.open("rb", buffering=0)
-                sent[name] = 0
-            size = os.fstat(fh.fileno()).st_size
-            if most is not None:
-                size = min(size, sent[name] + most)
-            while sent[name] < size:
-                n = min(size - sent[name], APPEND_MAX)
-                sink.write(_header({"t": "a", "p": f"{d}/{name}", "n": n}))
-                _copy(sink, fh, n, view)
-                sent[name] += n
-                moved += n
-        return moved
-
-    total = files = 0
+    total = 0
     try:
-        while (done := outcome()) is None:
-            moved = send_pages(APPEND_MAX)
-            total += moved
+        while True:
+            done = outcome()  # read before the scan: after the end, one last full scan
+            moved = False
+            try:
+                entries = sorted(base.iterdir(), key=lambda p: p.name)
+            except FileNotFoundError:  # a failed dump's directory went: `done` tells why
+                entries = []
+            for entry in entries:
+                name = entry.name
+                if not is_page(name) or entry.is_symlink() or not entry.is_file():
+                    continue
+                fh = handles.get(name)
+                if fh is None:
+                    fh = handles[name] = entry.open("rb", buffering=0)
+                    sent[name] = 0
+                size = os.fstat(fh.fileno()).st_size
+                while sent[name] < size:
+                    n = min(size - sent[name], APPEND_MAX)
+                    sink.write(_header({"t": "a", "p": f"{d}/{name}", "n": n}))
+                    _copy(sink, fh, n, view)
+                    sent[name] += n
+                    total += n
+                    moved = True
+            if done is not None:
+                break
             if not moved:
                 time.sleep(poll_s)
-        if done:
-            sink.write(_header({"t": "fail", "why": done[-MAX_WHY:]}))
-            return total
-        pending: dict[str, int] = {}
-        for entry in sorted(base.iterdir(), key=lambda p: p.name):
-            if entry.is_symlink() or not entry.is_file() or entry.name.endswith(SKIP_SUFFIXES):
-                continue
-            if not is_page(entry.name):
-                total += _write_file(sink, entry, f"{d}/{entry.name}", view)
-                files += 1
-            elif not sent.get(entry.name) and entry.stat().st_size == 0:
-                sent.pop(entry.name, None)  # empty: a plain file
-                total += _write_file(sink, entry, f"{d}/{entry.name}", view)
-                files += 1
-            else:
-                pending[entry.name] = entry.stat().st_size
-        sink.write(_header({"t": "ready", "pages": pending}))
-        total += send_pages()
     finally:
         for fh in handles.values():
             fh.close()
-    files += sum(1 for n in sent.values() if n)
+    if done:
+        sink.write(_header({"t": "fail", "why": done[-MAX_WHY:]}))
+        return total
+    files = len(sent)
+    for entry in sorted(base.iterdir(), key=lambda p: p.name):
+        if entry.is_symlink() or not entry.is_file() or entry.name.endswith(SKIP_SUFFIXES) \
+                or entry.name in sent or is_page(entry.name):
+            continue
+        total += _write_file(sink, entry, f"{d}/{entry.name}", view)
+        files += 1
     sink.write(_header({"t": "end", "files": files, "bytes": total}))
     return total
 
@@ -273,15 +251,12 @@ class _Reader:
 def read_archive(chunks: Iterable[bytes], dest: Path, *, existing: bool = False,
                  select: Callable[[str], bool] | None = None, digest: bool = True,
                  append: Callable[[str], bool] | None = None,
-                 on_ready: Callable[[dict[str, int]], None] | None = None,
                  ) -> tuple[dict[str, Any], str, int]:
     """Unpack an archive into the new, empty directory `dest` (0700), or, with `existing`,
     into the directories an earlier archive created there; `select` limits file names,
     `append` names the files a live archive may send in pieces (none without it). A
     live archive's `fail` entry raises ApiError 500 `criu_failed` (the source's dump
-    failed); its `ready` entry calls `on_ready` with the page files still to come and
-    their final sizes (their pieces are authentic, but the stream is complete only when
-    this returns).
+    failed).
 
     Returns (manifest, sha256 of the whole plaintext ("" without `digest`), file bytes).
     Raises ApiError 422
@@ -302,7 +277,7 @@ def read_archive(chunks: Iterable[bytes], dest: Path, *, existing: bool = False,
     appended: dict[str, int] = {}  # file (a live archive's page file) -> its open fd
     try:
         total = _read_entries(reader, dest, dirs, appended, existing=existing,
-                              select=select, append=append, on_ready=on_ready)
+                              select=select, append=append)
     finally:
         for fd in appended.values():
             os.close(fd)
@@ -318,8 +293,7 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def _read_entries(reader: _Reader, dest: Path, dirs: set[str], appended: dict[str, int], *,
                   existing: bool, select: Callable[[str], bool] | None,
-                  append: Callable[[str], bool] | None,
-                  on_ready: Callable[[dict[str, int]], None] | None) -> int:
+                  append: Callable[[str], bool] | None) -> int:
     """The entries up to the end marker; returns the bytes of files."""
     files = total = 0
     while True:
@@ -334,15 +308,6 @@ def _read_entries(reader: _Reader, dest: Path, dirs: set[str], appended: dict[st
             if head.get("files") != files + len(appended) or head.get("bytes") != total:
                 raise _invalid("image entry count does not match its end marker")
             return total
-        if kind == "ready" and append is not None:
-            pending = head.get("pages")
-            if not isinstance(pending, dict) or not all(
-                    isinstance(n, int) and not isinstance(n, bool) and n >= 0 and
-                    append(_check_name(str(k))) for k, n in pending.items()):
-                raise _invalid("bad ready entry in image")
-            if on_ready is not None:
-                on_ready({str(k): int(n) for k, n in pending.items()})
-            continue
         if kind == "fail" and append is not None:
             raise ApiError(500, "criu_failed", "the source's dump failed: "
                            f"{str(head.get('why', ''))[-MAX_WHY:]}")

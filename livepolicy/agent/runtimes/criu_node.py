@@ -269,9 +269,3 @@ class Job:
         self._thread.join()
         if self._error is not None:
             raise self._error
-
-    def outcome(self) -> str | None:
-        """None while `fn` runs, "" once it returned, else what it raised."""
-        if self._thread.is_alive():
-            return None
-        return "" if self._error is None else (str(self._error) or type(self._error).__name__)

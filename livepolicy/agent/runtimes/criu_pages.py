@@ -225,10 +225,9 @@ class PageServer(Listener):
 
 
 def fetch_pages(info: dict[str, Any], *, netns: str, dest: Path, namespace: str, name: str,
-                uid: str, on_ready: Callable[[dict[str, int]], None] | None = None) -> int:
+                uid: str) -> int:
     """Pull the page files described by a manifest's `pages` entry into `dest` (whose
-    directories the sealed image created); returns the bytes of pages received. A live
-    stream calls `on_ready` once CRIU's other files are here (see `criu_archive`)."""
+    directories the sealed image created); returns the bytes of pages received."""
     try:
         address, port = str(info["address"]), int(info["port"])
         token, stream_id = str(info["token"]), str(info["stream_id"])
@@ -250,7 +249,7 @@ def fetch_pages(info: dict[str, Any], *, netns: str, dest: Path, namespace: str,
             manifest, _, nbytes = archive.read_archive(
                 decrypt_stream(key, context, reader), dest, existing=True,
                 select=None if live else is_pages, digest=False,
-                append=is_pages if live else None, on_ready=on_ready)
+                append=is_pages if live else None)
         except OSError as exc:
             raise ApiError(502, "peer_error", f"page stream from {address}:{port} broke: "
                            f"{exc}") from None

@@ -9,20 +9,15 @@ overlaps the dump; whoever touches the pod next (resume, remove, another checkpo
 waits for that dump to end first.
 Destination: `restore` checks the image may live here (pod, architecture, subnet), brings
 the pod's namespace up gated while the pages arrive, runs `criu restore`, opens the gate
-and announces the MAC; `verify` asks the restored pod for its identity and counter. From
-a live stream, `criu restore --stream` starts once CRIU's small files are here and reads
-the page files as they arrive (`criu_stream`), so dump, copy and restore all overlap; the
-gate opens only once the stream's end was verified.
+and announces the MAC; `verify` asks the restored pod for its identity and counter.
 A post-copy image is handed to `criu_postcopy` at restore.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,7 +28,6 @@ from livepolicy.agent.errors import ApiError, conflict
 from livepolicy.agent.fsutil import ensure_private_dir
 from livepolicy.agent.runtimes import criu_archive as archive
 from livepolicy.agent.runtimes import criu_pages as pages
-from livepolicy.agent.runtimes import criu_stream as stream
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.agent.runtimes.base import PodInfo, PodRef, RoundResult, VerifyResult
 from livepolicy.agent.runtimes.criu_node import CriuNode, Job, LiveDump
@@ -276,10 +270,6 @@ class StopAndCopy(CriuNode):
                     # no probe: its memory is still arriving, and verify asks the pod anyway
                     return self._info(rec, "running", probe=False), sha
                 try:
-                    pages_info = manifest.get("pages")
-                    if isinstance(pages_info, dict) and pages_info.get("live") is True:
-                        self._restore_streamed(manifest, rec, unpack)
-                        return self._info(rec, "running"), sha
                     # The pod's network comes up (gated) while its pages arrive.
                     bring_up = Job(lambda: self._bring_up(rec))
                     try:
@@ -298,47 +288,6 @@ class StopAndCopy(CriuNode):
                     shutil.rmtree(unpack, ignore_errors=True)
             return self._info(rec, "running"), sha
 
-    def _restore_streamed(self, manifest: dict[str, Any], rec: PodRecord,
-                          unpack: Path) -> None:
-        """Restore from a live page stream: `criu restore --stream` starts once CRIU's
-        small files are here and reads the page files as they arrive (`criu_stream`);
-        the gate opens only after the stream's end was verified."""
-        t0 = time.monotonic()
-        ready: list[dict[str, int]] = []
-        got = threading.Event()
-
-        def on_ready(pending: dict[str, int]) -> None:
-            ready.append(pending)
-            got.set()
-
-        fetch = Job(lambda: self._fetch_pages(manifest, rec, unpack, on_ready=on_ready))
-        bring_up = Job(lambda: self._bring_up(rec))
-        try:
-            while not got.wait(0.005):
-                if fetch.outcome() is not None:
-                    fetch.join()  # raises what broke the stream
-                    raise ApiError(422, "image_invalid", "page stream ended before its files")
-            t1 = time.monotonic()
-            bring_up.join()
-            restore_dir = str(manifest["restore_dir"])
-            serve = stream.StreamServe(unpack / restore_dir, ready[0], fetch.outcome)
-            try:
-                self._restore_into(rec, unpack, restore_dir, fresh=True, stream_dir=serve.dir,
-                                   before_open=fetch.join)
-            except ApiError:
-                if fetch.outcome():  # the stream broke, so CRIU's pipes were cut: say that
-                    fetch.join()
-                raise
-            finally:
-                serve.close()
-            log.info("restore %s: streamed, files after %.3fs, restored after %.3fs (%s)",
-                     rec.key, t1 - t0, time.monotonic() - t0, serve.error or "served")
-        finally:
-            with contextlib.suppress(BaseException):
-                bring_up.join()
-            with contextlib.suppress(BaseException):
-                fetch.join()
-
     def _bring_up(self, rec: PodRecord) -> None:
         net = self._podnet(rec)
         if nets.netns_exists(net.netns):  # a spare from the pool
@@ -346,8 +295,7 @@ class StopAndCopy(CriuNode):
         else:
             nets.create_pod_net(net, gated=True)
 
-    def _fetch_pages(self, manifest: dict[str, Any], rec: PodRecord, unpack: Path, *,
-                     on_ready: Callable[[dict[str, int]], None] | None = None) -> int:
+    def _fetch_pages(self, manifest: dict[str, Any], rec: PodRecord, unpack: Path) -> int:
         info = manifest.get("pages")
         if not info:
             return 0  # the pages were inside the image
@@ -355,8 +303,7 @@ class StopAndCopy(CriuNode):
             raise ApiError(422, "image_invalid", "bad page stream description in image")
         try:
             return pages.fetch_pages(info, netns=self.net.netns, dest=unpack,
-                                     namespace=rec.namespace, name=rec.name, uid=rec.uid,
-                                     on_ready=on_ready)
+                                     namespace=rec.namespace, name=rec.name, uid=rec.uid)
         except ImageCorrupt as exc:
             raise ApiError(422, "image_corrupt", f"page stream: {exc}") from None
 
@@ -390,14 +337,10 @@ class StopAndCopy(CriuNode):
             else {})
 
     def _restore_into(self, rec: PodRecord, images: Path, restore_dir: str, *,
-                      fresh: bool, keep: bool = False, lazy_work: Path | None = None,
-                      stream_dir: Path | None = None,
-                      before_open: Callable[[], None] | None = None) -> None:
+                      fresh: bool, keep: bool = False, lazy_work: Path | None = None) -> None:
         """Run `criu restore` for `rec` from `images/restore_dir`: in its new, gated
         namespace (`fresh`, destination: `_bring_up` made it) or in the pod's own namespace
-        (rollback on the source). `stream_dir`: CRIU reads its images from the
-        `criu_stream` socket there (and writes its log in `images/restore_dir`);
-        `before_open` may still refuse the restored pod before its gate opens."""
+        (rollback on the source)."""
         net = self._podnet(rec)
         self.pods.save(rec)
         pidfile = images / f"restored-{time.monotonic_ns()}.pid"
@@ -408,9 +351,6 @@ class StopAndCopy(CriuNode):
                     str(pidfile), "-o", "restore.log"]
             if lazy_work is not None:
                 args += ["--lazy-pages", "-W", str(lazy_work)]
-            if stream_dir is not None:
-                args[1:3] = ["-D", str(stream_dir), "-W", str(images / restore_dir)]
-                args.append("--stream")
             res = self.tool.run(args, netns=rec.netns)
             self._keep_log(images / restore_dir / "restore.log", "restore", rec)
             if res.returncode != 0:
@@ -419,8 +359,6 @@ class StopAndCopy(CriuNode):
             t2 = time.monotonic()
             pid = self._read_pid(pidfile)
             rec.pid, rec.pid_start = pid, nets.proc_start_time(pid) or 0
-            if before_open is not None:
-                before_open()
             if fresh:
                 nets.gate_open(rec.netns)
                 nets.send_garp(net.netns, net.ifname, net.ip, net.mac, count=1)
