@@ -7,9 +7,9 @@ last copy. arm64 lacks dirty-page tracking, so it always does one stop-and-copy 
 Post-copy freezes only for process state and streams pages after.
 
 Why the constants: they are fitted to the CRIU lab (`docs/benchmarks.md`, "Lab
-migrations"), where estimates from the link rate alone came out 1.7-2.3x below the
-measured freezes. Memory is not moved at the link's rate but at what the agents sustain
-end to end (dump, seal, send, unseal, write, restore), so R is the lower of the two.
+migrations"; refitted 2026-12-02 once the dump and the page copy overlapped). Memory is
+not moved at the link's rate but at what the agents sustain end to end (dump, seal, send,
+unseal, write, restore), so R is the lower of the two.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from livepolicy.facts.model import NodeFacts, PodFacts
 from livepolicy.planner.model import Estimate
 from livepolicy.policy.models import Strategy
 
-FIXED_OVERHEAD_MS = 250  # dump bookkeeping + restore + network switch (small pod: 0.23-0.28 s)
-PIPELINE_RATE = 2_000_000_000 // 8  # bytes/s the agents move end to end (lab: ~4.1 s per GiB)
-POSTCOPY_STATE_MS = 300  # post-copy: state transfer and first faults, flat in memory (lab)
-LAZY_RATE = 600_000_000 // 8  # bytes/s of the lazy page tail while the pod runs (lab)
+FIXED_OVERHEAD_MS = 150  # dump bookkeeping + restore + network switch (small pod: 0.13-0.18 s)
+PIPELINE_RATE = 4_000_000_000 // 8  # bytes/s the agents move end to end (lab: ~1.8 s per GiB)
+POSTCOPY_STATE_MS = 150  # post-copy: state transfer and first faults, flat in memory (lab)
+LAZY_RATE = 1_600_000_000 // 8  # bytes/s of the lazy page tail while the pod runs (lab)
 DEFAULT_MEMORY = 128 * 2**20
 GIB = 2**30
 
