@@ -294,7 +294,7 @@ def markdown(r: dict[str, Any]) -> list[str]:
                 " |")
     lines += ["", "Where the time goes (median of the moves, seconds; the freeze is "
               "checkpoint + transfer + restore + verify; stop-and-copy's restore step holds "
-              "the dump, the page stream and `criu restore`, overlapped; post-copy's commit "
+              "the dump and the page stream, overlapped, then `criu restore`; post-copy's commit "
               "waits for the last page; CPU is what the whole 2-core machine spent busy "
               "during the move, other jobs included):", "",
               "| pod | checkpoint (dump starts) | transfer (sealed image) | restore (dump + "
