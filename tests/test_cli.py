@@ -35,7 +35,7 @@ def test_plan_json_contract(tmp_path: Path) -> None:
     assert r.exit_code == 0
     doc = json.loads(r.output)
     assert doc == json.loads(out.read_text())
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert set(doc["summary"]) >= {"migrations", "blocked", "labels_add", "labels_remove"}
     m = doc["migrations"][0]
     assert {"pod", "from", "to", "policy", "strategy", "estimate"} <= set(m)
@@ -52,9 +52,13 @@ def test_show_renders_saved_plan_and_refuses_tampering(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and "Plan: 3 to migrate" in shown.output
     md = run("show", str(out), "--markdown")
     assert md.output.startswith("### livepolicy plan") and "<details>" in md.output
-    out.write_text(out.read_text().replace('"a2"', '"a3"'))
+    saved = out.read_text()
+    out.write_text(saved.replace('"a2"', '"a3"'))
     bad = run("show", str(out))
     assert bad.exit_code == 1 and "fingerprint mismatch" in bad.output
+    out.write_text(saved.replace('"format_version": 2', '"format_version": 1'))
+    old = run("show", str(out))  # its hashes mean something else: say so, not "stale"
+    assert old.exit_code == 1 and "saved by another livepolicy version" in old.output
 
 
 def test_no_changes_exit_zero(tmp_path: Path) -> None:
@@ -168,15 +172,24 @@ def test_missing_snapshot_file() -> None:
     assert r.exit_code == 1 and "no such snapshot file" in r.output
 
 
-@pytest.mark.parametrize("where", ["snapshot", "policy"])
-def test_deeply_nested_yaml_is_a_located_error_not_a_crash(where: str, tmp_path: Path) -> None:
-    """100,000 levels overflowed the C loader's stack (a segfault) and the pure loader's
-    recursion limit (a traceback); both are now one located problem."""
-    deep = "[" * 100_000 + "]" * 100_000
+DEEP = {  # 30,000 levels each: spellings that hid levels from a scan of the brackets
+    "flow": "[" * 30_000 + "]" * 30_000,
+    "quoted brackets": '["]", ' * 30_000 + "]" * 30_000,
+    "commented brackets": "[ # ]\n" * 30_000 + "]" * 30_000,
+    "explicit keys": "? " * 30_000 + "x",
+}
+
+
+@pytest.mark.parametrize(("where", "shape"), [("snapshot", s) for s in sorted(DEEP)] +
+                         [("policy", "flow")])
+def test_deeply_nested_yaml_is_a_located_error_not_a_crash(where: str, shape: str,
+                                                           tmp_path: Path) -> None:
+    """Tens of thousands of levels overflowed the C loader's stack (a segfault) and the
+    pure loader's recursion limit (a traceback); both are now one located problem."""
+    deep = DEEP[shape]
     (tmp_path / "pol").mkdir()
     snapshot, policy = tmp_path / "c.yaml", tmp_path / "pol" / "p.yaml"
-    snapshot.write_text("kind: List\nitems:\n- kind: Pod\n  metadata:\n    name: p\n"
-                        f"    labels: {deep}\n" if where == "snapshot" else
+    snapshot.write_text(f"kind: List\nitems:\n- {deep}\n" if where == "snapshot" else
                         "kind: List\nitems: []\n")
     policy.write_text("apiVersion: livepolicy.io/v1alpha1\nkind: MigrationPolicy\n"
                       f"metadata: {{name: x}}\nspec: {deep}\n" if where == "policy" else

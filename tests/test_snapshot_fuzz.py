@@ -104,3 +104,31 @@ def test_pv_affinity_values_that_are_not_a_list_give_no_zone_from_them() -> None
     pv["spec"]["nodeAffinity"] = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
         {"key": "topology.kubernetes.io/zone", "operator": "In", "values": "us-east-1a"}]}]}}
     _facts_and_plan(items, ps)
+
+
+def test_quantities_beyond_int64_are_located_problems() -> None:
+    """Kubernetes keeps quantities in int64; beyond it, plans could not hash the pod."""
+    items, _, ps = _example()
+    items = copy.deepcopy(items)
+    i, pod = _first(items, "Pod")
+    pod["spec"]["containers"][0]["resources"] = {"limits": {"memory": "100Ei"}}
+    two = copy.deepcopy(pod)
+    two["metadata"]["name"] += "-two"
+    two["spec"]["containers"] = [{"name": n, "resources": {"requests": {"memory": "5Ei"}}}
+                                 for n in ("a", "b")]
+    items.append(two)
+    problems = _facts_and_plan(items, ps)
+    assert (f"/items/{i}/spec/containers/0/resources/limits/memory", "invalid memory "
+            "quantity '100Ei'") in problems
+    assert any(p == f"/items/{len(items) - 1}/spec/containers" and "add up" in m
+               for p, m in problems)
+
+
+def test_odd_statefulset_ordinals_are_no_ordinal() -> None:
+    items = copy.deepcopy(_example()[0])
+    pod = next(o for o in items if o.get("kind") == "Pod" and any(
+        r.get("kind") == "StatefulSet" for r in o["metadata"].get("ownerReferences", [])))
+    for suffix in ("\u00b2", "9" * 5000):
+        pod["metadata"]["name"] = f"web-{suffix}"
+        facts = build_facts(items, lambda p, m: None)
+        assert next(p for p in facts.pods if p.name == f"web-{suffix}").ordinal == -1

@@ -107,11 +107,11 @@ SPELLINGS: dict[str, list[Any]] = {
                                                                        "podIP": "10.0.0.1"}}],
     # orjson reads integers beyond 64 bits as floats, msgspec as ints: both paths must
     # read what orjson reads, wherever the number is.
+    # (Quantities that large are problems on both paths: see test_snapshot_fuzz.)
     "big integers": [_pod(priority=2**70, priorityClassName=2**70, hostNetwork=2**70,
-                          containers=[{"name": "c", "tty": 2**70, "resources": {
-                              "requests": {"cpu": 2**70}}}]),
+                          containers=[{"name": "c", "tty": 2**70, "stdin": -(2**70)}]),
                      {"kind": "Node", "metadata": {"name": "n", "labels": {"a": "b"}},
-                      "status": {"capacity": {"cpu": 2**70, "memory": 2**70}}}],
+                      "spec": {"unschedulable": 2**70}}],
     "numbers where strings belong": [{**_pod(), "metadata": {"name": "p", "namespace": 7,
                                                              "uid": 1.5}}],
 }
@@ -139,6 +139,48 @@ def test_escaped_annotation_prefix_is_read() -> None:
                               "duplicate pod"])
 def test_other_shapes_and_problems_step_aside(doc: Any) -> None:
     assert typed_facts(orjson.dumps(doc), "s.json") is None
+
+
+def _pod_bytes(extra: bytes) -> bytes:
+    return (b'{"kind": "List", "items": [{"kind": "Node", "metadata": {"name": "n"}}, '
+            b'{"kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": {'
+            b'"nodeName": "n", "containers": [{"name": "c"}]}' + extra + b'}]}')
+
+
+@pytest.mark.parametrize("extra", [b', "status": {"phase": "Run\xffning"}',
+                                   b', "junk": "\xff"', b', "\xff": 1'],
+                         ids=["kept string", "skipped string", "key"])
+def test_invalid_utf8_anywhere_is_reported_as_before(extra: bytes, tmp_path: Path) -> None:
+    """msgspec checks only the strings it keeps; the file is refused wherever the byte is."""
+    path = tmp_path / "s.json"
+    path.write_bytes(_pod_bytes(extra))
+    assert typed_facts(path.read_bytes(), str(path)) is None
+    with pytest.raises(DiagnosticError) as err:
+        SnapshotSource(path).read()
+    assert "not valid UTF-8" in err.value.diagnostics[0].message
+
+
+def test_numbers_orjson_cannot_read_are_reported_where_livepolicy_reads_them(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(_pod_bytes(b"").replace(b'{"name": "n"}',
+                                             b'{"name": "n"}, "status": {"capacity": '
+                                             b'{"cpu": 1e400}}'))
+    assert typed_facts(path.read_bytes(), str(path)) is None
+    with pytest.raises(DiagnosticError) as err:
+        SnapshotSource(path).read()
+    assert "infinity" in err.value.diagnostics[0].message
+    # In a field livepolicy never reads, such a number is skipped (the one difference).
+    typed = typed_facts(_pod_bytes(b', "junk": 1e400'), "s.json")
+    assert typed is not None and typed.pods[0].name == "p"
+
+
+def test_an_empty_file_is_an_error_not_an_empty_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text("  \n")
+    with pytest.raises(DiagnosticError) as err:
+        SnapshotSource(path).read()
+    assert err.value.diagnostics[0].message == "the snapshot file is empty"
 
 
 def test_deep_nesting_steps_aside_and_is_reported(tmp_path: Path) -> None:

@@ -36,14 +36,23 @@ def parse_quantity(value: str | int | float) -> Decimal:
     return number * (_BIN[suffix] if suffix in _BIN else _DEC[suffix])
 
 
+INT64 = 2**63  # Kubernetes keeps quantities in int64; so do plans and their hashes
+
+
+def _in_range(n: int, value: str | int | float) -> int:
+    if not -INT64 <= n < INT64:
+        raise ValueError(f"quantity out of range: {value!r}")
+    return n
+
+
 def cpu_millis(value: str | int | float) -> int:
     """CPU quantity in millicores, rounded up like the scheduler does."""
-    return math.ceil(parse_quantity(value) * 1000)
+    return _in_range(math.ceil(parse_quantity(value) * 1000), value)
 
 
 def bytes_of(value: str | int | float) -> int:
     """Memory or storage quantity in bytes, rounded up."""
-    return math.ceil(parse_quantity(value))
+    return _in_range(math.ceil(parse_quantity(value)), value)
 
 
 _DUR = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s|d)")

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from livepolicy.core.quantity import bytes_of, cpu_millis
+from livepolicy.core.quantity import INT64, bytes_of, cpu_millis
 from livepolicy.core.selectors import NodeSelectorTerms, Requirement, Selector
 from livepolicy.facts.kubevalues import (
     _BARE_OWNER,
@@ -231,6 +231,9 @@ class PodConverter:
                 cpu += self._cpu(overhead["cpu"], f"{ptr}/spec/overhead/cpu")
             if "memory" in overhead:
                 mem += self._mem(overhead["memory"], f"{ptr}/spec/overhead/memory")
+        if max(cpu, mem, limit) >= INT64:
+            self.report(f"{ptr}/spec/containers", "the containers' resources add up to more "
+                        "than a Kubernetes quantity can hold")
         priority = spec.get("priority", 0)
         return _SpecShape(
             cpu, mem, limit, cfacts, _str_map(spec.get("nodeSelector")),
@@ -285,8 +288,9 @@ class PodConverter:
         usage = annotations.get("livepolicy.io/memory-usage")
         ordinal = -1
         if owner_kind is OwnerKind.STATEFULSET:
-            suffix = name.rsplit("-", 1)[-1]
-            ordinal = int(suffix) if suffix.isdigit() else -1
+            suffix = name.rsplit("-", 1)[-1]  # isdigit() alone takes "²" and 5,000 digits
+            ordinal = int(suffix) if suffix.isascii() and suffix.isdigit() and \
+                len(suffix) < 10 else -1
         return make_pod(  # every field, in PodFacts' order
             ns, name, uid, node, phase, labels, annotations,
             owner_kind, owner_name, owner_api, shape.containers, inits, volumes,

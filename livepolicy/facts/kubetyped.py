@@ -9,10 +9,12 @@ is parsed once, by the same code as the generic path (kubepods, kubeconvert).
 msgspec only splits the document: every value the generic code reads reaches it through
 orjson, as in the generic path (raw parts are loaded, the fields a memo key holds are
 loaded back from that key), so the two cannot disagree on numbers or strings; pod fields
-read directly must be strings. A document of another shape, or any problem at all,
-returns None and the caller falls back to the generic path, which reports every problem
-located: both paths give the same facts and the same diagnostics
-(tests/test_typed_decode.py checks that on every case and on fuzzed snapshots).
+read directly must be strings. A document of another shape, invalid UTF-8 anywhere, or any
+problem at all returns None and the caller falls back to the generic path, which reports
+every problem located: both paths give the same facts and the same diagnostics
+(tests/test_typed_decode.py checks that on every case and on fuzzed snapshots). One
+difference remains, on purpose: a number beyond orjson's range (1e400, 400 digits) in a
+field livepolicy never reads is skipped here, where the generic path refuses the file.
 """
 
 from __future__ import annotations
@@ -109,8 +111,6 @@ class _Fallback(Exception):
 
 def _fallback(pointer: str, message: str) -> None:
     raise _Fallback(pointer)
-
-
 
 
 class TypedConverter(Converter):
@@ -222,19 +222,21 @@ def typed_facts(data: bytes, source: str) -> ClusterFacts | None:
     """The facts of a JSON `kind: List` snapshot, or None when the generic path must read
     it (another shape, or any problem to report)."""
     try:
+        if not data.isascii():
+            data.decode("utf-8")  # msgspec checks only the strings it keeps
         doc = _DECODER.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # deep nesting
+    except (msgspec.MsgspecError, ValueError, RecursionError):  # RecursionError: nesting
         return None
     conv = TypedConverter()
     by_kind: ByKind = {kind: [] for kind in KNOWN_KINDS}
     pods = by_kind["Pod"]
-    for i, obj in enumerate(doc.items):
-        if type(obj) is _Pod:
-            pods.append((i, obj))
-        else:
-            by_kind[_KIND[type(obj)]].append((i, _plain(obj)))
-    del doc
     try:
+        for i, obj in enumerate(doc.items):
+            if type(obj) is _Pod:
+                pods.append((i, obj))
+            else:
+                by_kind[_KIND[type(obj)]].append((i, _plain(obj)))
+        del doc
         return assemble(conv, by_kind, conv.typed_pods, "/items", source)
     except (_Fallback, orjson.JSONDecodeError):
         return None

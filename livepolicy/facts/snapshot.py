@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
-from livepolicy.core.yamlsrc import gc_paused, load_fast, locate_in_file, read_bytes
+from livepolicy.core.yamlsrc import (
+    first_byte,
+    gc_paused,
+    load_fast,
+    locate_in_file,
+    read_bytes,
+)
 from livepolicy.facts.kubeobjects import build_facts
 from livepolicy.facts.kubetyped import typed_facts
 from livepolicy.facts.model import ClusterFacts
@@ -44,7 +50,10 @@ class SnapshotSource:
         # (seconds at 150k pods) between parsing and building, so it stays off throughout.
         with gc_paused():
             raw = read_bytes(self.path)
-            if raw.lstrip()[:1] == b"{":  # JSON: the typed decoder, when the input fits it
+            if first_byte(raw) == b"":  # else it would read as a cluster with nothing to do
+                raise DiagnosticError([Diagnostic(str(self.path), "the snapshot file is empty",
+                                                  "", 1, 1)])
+            if first_byte(raw) == b"{":  # JSON: the typed decoder, when the input fits it
                 typed = typed_facts(raw, str(self.path))
                 if typed is not None:
                     return typed

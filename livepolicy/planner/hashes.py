@@ -76,4 +76,4 @@ class PodHasher:
         for i in _SHARED:
             values[i] = self._fragment(values[i])
         values[_VOLUMES] = [self._fragment(v) for v in pod.volumes]
-        return hashlib.sha256(orjson.dumps(values)).hexdigest()[:16]
+        return hashlib.sha256(orjson.dumps(values, default=_default)).hexdigest()[:16]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: dependency hashes over field values as arrays (planner/hashes.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,12 @@ def read_plan(path: Path) -> dict[str, Any]:
         doc = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise DiagnosticError([Diagnostic(str(path), f"cannot read plan: {exc}", None)]) from exc
+    if isinstance(doc, dict) and isinstance(doc.get("format_version"), int) and \
+            doc["format_version"] != FORMAT_VERSION and "dependencies" in doc:
+        raise DiagnosticError([Diagnostic(
+            str(path), f"plan format {doc['format_version']} was saved by another livepolicy "
+            f"version (this one reads format {FORMAT_VERSION}): make the plan again",
+            "/format_version")])
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
         raise DiagnosticError([Diagnostic(str(path), "not a livepolicy plan (format_version "
                                           f"{FORMAT_VERSION} expected)", "/format_version")])
