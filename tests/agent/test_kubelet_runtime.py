@@ -70,7 +70,8 @@ def namespace(kube: KubeClient) -> Iterator[str]:
     kube.delete(NAMESPACES, name)
 
 
-def _source_pod(kube: KubeClient, ns: str) -> dict[str, Any]:
+def _source_pod(kube: KubeClient, ns: str, kubelet: FakeKubelet) -> dict[str, Any]:
+    """Pod `web` running on node-1, known to node-1's (fake) kubelet."""
     container = {"image": "registry.example/web:1", "resources": {"requests": {
         "memory": "64Mi"}}, "startupProbe": {"exec": {"command": ["true"]}},
         "lifecycle": {"postStart": {"exec": {"command": ["true"]}},
@@ -84,6 +85,7 @@ def _source_pod(kube: KubeClient, ns: str) -> dict[str, Any]:
             "containers": [{"name": "app", **container}, {"name": "sidecar", **container}]}},
         ns)
     _set_running(kube, pod)
+    kubelet.pods.add((ns, "web"))
     return kube.get(PODS, "web", ns)
 
 
@@ -105,7 +107,10 @@ class _DestinationKubelet:
                         (pod.get("status") or {}).get("phase") != "Running":
                     _set_running(self.kube, pod)
 
-    def close(self) -> None:
+    def __enter__(self) -> _DestinationKubelet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(5)
 
@@ -153,14 +158,20 @@ def _prepare(src: AgentClient, dst: AgentClient, dst_url: str, pod: dict[str, An
                 peer="http://127.0.0.1:1")
 
 
+def _ship(src: AgentClient, dst: AgentClient, dst_url: str, dst_token: str,
+          pod: dict[str, Any], mid: str) -> None:
+    """Prepare both sides, checkpoint the source and send its image to the destination."""
+    _prepare(src, dst, dst_url, pod, mid)
+    src.checkpoint(mid, round=0, final=True)
+    src.transfer(mid, destination=dst_url, token=dst_token)
+
+
 def test_migration_commits_and_hands_the_pod_over(
         agents: Callable[..., tuple[AgentClient, AgentClient, str, str]], kube: KubeClient,
         namespace: str, fake_kubelet: FakeKubelet, fake_ctr: FakeCtr) -> None:
     src, dst, dst_url, dst_token = agents()
-    pod = _source_pod(kube, namespace)
-    fake_kubelet.pods.add((namespace, "web"))
-    node2 = _DestinationKubelet(kube, namespace, "node-2")
-    try:
+    pod = _source_pod(kube, namespace, fake_kubelet)
+    with _DestinationKubelet(kube, namespace, "node-2"):
         mid = "lp-test-m1-a0"
         _prepare(src, dst, dst_url, pod, mid)
         final = src.checkpoint(mid, round=0, final=True)
@@ -209,22 +220,16 @@ def test_migration_commits_and_hands_the_pod_over(
         assert kp.A_LABELS not in after["metadata"]["annotations"]
         kills = [c for c in fake_ctr.commands() if c[:2] == ["tasks", "kill"]]
         assert [k[-1] for k in kills] == ids
-    finally:
-        node2.close()
 
 
 def test_rollback_resumes_the_source_and_deletes_the_copy(
         agents: Callable[..., tuple[AgentClient, AgentClient, str, str]], kube: KubeClient,
         namespace: str, fake_kubelet: FakeKubelet, fake_ctr: FakeCtr) -> None:
     src, dst, dst_url, dst_token = agents()
-    pod = _source_pod(kube, namespace)
-    fake_kubelet.pods.add((namespace, "web"))
-    node2 = _DestinationKubelet(kube, namespace, "node-2")
-    try:
+    pod = _source_pod(kube, namespace, fake_kubelet)
+    with _DestinationKubelet(kube, namespace, "node-2"):
         mid = "lp-test-m2-a0"
-        _prepare(src, dst, dst_url, pod, mid)
-        src.checkpoint(mid, round=0, final=True)
-        src.transfer(mid, destination=dst_url, token=dst_token)
+        _ship(src, dst, dst_url, dst_token, pod, mid)
         dst.restore(mid)
         dst.rollback(mid)
         src.rollback(mid)
@@ -234,40 +239,29 @@ def test_rollback_resumes_the_source_and_deletes_the_copy(
         assert [c for c in fake_ctr.commands() if c[:2] == ["tasks", "resume"]] == [
             ["tasks", "resume", i] for i in ids]
         assert src.list_pods()["pods"][0]["state"] == "running"
-    finally:
-        node2.close()
 
 
 def test_restore_that_never_runs_is_undone(
         agents: Callable[..., tuple[AgentClient, AgentClient, str, str]], kube: KubeClient,
         namespace: str, fake_kubelet: FakeKubelet) -> None:
     src, dst, dst_url, dst_token = agents()
-    pod = _source_pod(kube, namespace)
-    fake_kubelet.pods.add((namespace, "web"))
-    node2 = _DestinationKubelet(kube, namespace, "node-2", start=False)
-    try:
+    pod = _source_pod(kube, namespace, fake_kubelet)
+    with _DestinationKubelet(kube, namespace, "node-2", start=False):
         mid = "lp-test-m3-a0"
-        _prepare(src, dst, dst_url, pod, mid)
-        src.checkpoint(mid, round=0, final=True)
-        src.transfer(mid, destination=dst_url, token=dst_token)
+        _ship(src, dst, dst_url, dst_token, pod, mid)
         with pytest.raises(AgentError) as err:
             dst.restore(mid)
         assert err.value.code == "restore_failed" and "not running" in str(err.value)
         assert kube.get_optional(PODS, kp.restored_name("web", mid), namespace) is None
-    finally:
-        node2.close()
 
 
 def test_destination_without_restore_support_refuses_clearly(
         agents: Callable[..., tuple[AgentClient, AgentClient, str, str]], kube: KubeClient,
         namespace: str, fake_kubelet: FakeKubelet) -> None:
     src, dst, dst_url, dst_token = agents(restore=False)
-    pod = _source_pod(kube, namespace)
-    fake_kubelet.pods.add((namespace, "web"))
+    pod = _source_pod(kube, namespace, fake_kubelet)
     mid = "lp-test-m4-a0"
-    _prepare(src, dst, dst_url, pod, mid)
-    src.checkpoint(mid, round=0, final=True)
-    src.transfer(mid, destination=dst_url, token=dst_token)
+    _ship(src, dst, dst_url, dst_token, pod, mid)
     with pytest.raises(AgentError) as err:
         dst.restore(mid)
     assert err.value.code == "restore_unavailable"
@@ -278,8 +272,7 @@ def test_kubelet_without_checkpoint_gate_fails_the_checkpoint_not_the_pod(
         agents: Callable[..., tuple[AgentClient, AgentClient, str, str]], kube: KubeClient,
         namespace: str, fake_kubelet: FakeKubelet, fake_ctr: FakeCtr) -> None:
     src, dst, dst_url, _ = agents()
-    pod = _source_pod(kube, namespace)
-    fake_kubelet.pods.add((namespace, "web"))
+    pod = _source_pod(kube, namespace, fake_kubelet)
     fake_kubelet.answer = "404_gate_off"
     mid = "lp-test-m5-a0"
     _prepare(src, dst, dst_url, pod, mid)

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from livepolicy.agent.client import AgentClient
+from livepolicy.agent.crypto import new_key
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.lab.lab import Lab
 
@@ -112,3 +114,23 @@ spec:
     memoryTransfer: {transfer}
 """)
     return policies
+
+
+def restore_after_source_restart(lab: Lab, pod: str, mid: str, **prepare: Any
+                                 ) -> tuple[AgentClient, AgentClient, dict[str, Any]]:
+    """Move `pod` from lab-1 to lab-2 through the agents, restarting the source agent
+    between the final checkpoint and the transfer; returns the clients (the source's
+    new one) and the checkpoint, once the destination restored."""
+    _, rec = lab.find_pod(pod)
+    key = new_key()
+    src, dst = lab.node("lab-1").client(), lab.node("lab-2").client()
+    for agent, role, peer in ((src, "source", "lab-2"), (dst, "destination", "lab-1")):
+        agent.prepare(mid, role=role, pod=pod, uid=rec.uid, memory_bytes=0, key=key,
+                      peer=lab.node(peer).agent_url, **prepare)
+    final = src.checkpoint(mid, round=0, final=True)
+    lab.restart_agent("lab-1")
+    src = lab.node("lab-1").client()
+    assert src.status(mid)["phase"] == "checkpointed"
+    src.transfer(mid, destination=lab.node("lab-2").agent_url, token=lab.node("lab-2").token())
+    dst.restore(mid)
+    return src, dst, final

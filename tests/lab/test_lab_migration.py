@@ -26,7 +26,7 @@ from livepolicy.lab.client import ClientStats, StreamClient
 from livepolicy.lab.lab import Lab
 from livepolicy.lab.move import MoveResult, move_pod
 from livepolicy.lab.source import LabSource
-from tests.lab.conftest import cli, move_policy
+from tests.lab.conftest import cli, move_policy, restore_after_source_restart
 
 pytestmark = pytest.mark.criu
 
@@ -292,20 +292,9 @@ spec:
 def test_source_agent_restart_after_checkpoint(lab: Lab, pod: str) -> None:
     """An agent restart between the freeze and the restore loses nothing: the source serves
     the frozen pod's pages again, as the image it already sealed describes them."""
-    _, rec = lab.find_pod(pod)
     c = _client(lab, pod)
-    mid, key = "t-restart", new_key()
-    src, dst = lab.node("lab-1").client(), lab.node("lab-2").client()
-    src.prepare(mid, role="source", pod=pod, uid=rec.uid, memory_bytes=0, key=key,
-                peer=lab.node("lab-2").agent_url)
-    dst.prepare(mid, role="destination", pod=pod, uid=rec.uid, memory_bytes=0, key=key,
-                peer=lab.node("lab-1").agent_url)
-    final = src.checkpoint(mid, round=0, final=True)
-    lab.restart_agent("lab-1")
-    src = lab.node("lab-1").client()
-    assert src.status(mid)["phase"] == "checkpointed"
-    src.transfer(mid, destination=lab.node("lab-2").agent_url, token=lab.node("lab-2").token())
-    dst.restore(mid)
+    mid = "t-restart"
+    src, dst, final = restore_after_source_restart(lab, pod, mid)
     v = dst.verify(mid)
     assert v["ok"] and v["state_sha256"] == final["state_sha256"]
     src.commit(mid)

@@ -23,7 +23,7 @@ from livepolicy.agent.runtimes import criu_lazy
 from livepolicy.agent.runtimes import netns as nets
 from livepolicy.lab.lab import Lab
 from livepolicy.lab.move import move_pod
-from tests.lab.conftest import cli, move_policy
+from tests.lab.conftest import cli, move_policy, restore_after_source_restart
 from tests.lab.test_lab_migration import _client, _criu_dirs, _finish, _images
 
 pytestmark = pytest.mark.criu
@@ -149,19 +149,9 @@ def test_apply_post_copy_policy_while_client_streams(lab: Lab, pod: str,
 def test_source_agent_restart_after_the_lazy_checkpoint(lab: Lab, pod: str) -> None:
     """A restarted source agent serves the lazy dump's pages again (same relay port and
     key, as the sealed image already sent describes them); the move then completes."""
-    _, rec = lab.find_pod(pod)
     c = _client(lab, pod)
-    mid, key = "t-lazy-restart", new_key()
-    src, dst = lab.node("lab-1").client(), lab.node("lab-2").client()
-    for agent, role, peer in ((src, "source", "lab-2"), (dst, "destination", "lab-1")):
-        agent.prepare(mid, role=role, pod=pod, uid=rec.uid, memory_bytes=0, key=key,
-                      peer=lab.node(peer).agent_url, memory_transfer="post-copy")
-    final = src.checkpoint(mid, round=0, final=True)
-    lab.restart_agent("lab-1")
-    src = lab.node("lab-1").client()
-    assert src.status(mid)["phase"] == "checkpointed"
-    src.transfer(mid, destination=lab.node("lab-2").agent_url, token=lab.node("lab-2").token())
-    dst.restore(mid)
+    mid = "t-lazy-restart"
+    src, dst, final = restore_after_source_restart(lab, pod, mid, memory_transfer="post-copy")
     assert nets.wait_for(lambda: bool(dst.verify(mid)["ok"]), 30, 0.2)
     assert dst.verify(mid)["state_sha256"] == final["state_sha256"]
     assert src.status(mid)["lazy_started"] is True  # the pull passed the source's point
