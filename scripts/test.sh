@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-criu.sh >/dev/null
 ./scripts/setup-kube-testenv.sh >/dev/null
 ./scripts/setup-helm.sh >/dev/null
+./scripts/setup-node-testenv.sh >/dev/null
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check livepolicy tests bench scripts
 echo "== mypy"; mypy
