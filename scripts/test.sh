@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-kube-testenv.sh >/dev/null
 ./scripts/setup-helm.sh >/dev/null
 ./scripts/setup-node-testenv.sh >/dev/null
+# The container image (tests/image), with the ctr that setup-node-testenv.sh builds.
+./scripts/build-image.sh >/dev/null
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check livepolicy tests bench scripts
 echo "== mypy"; mypy
