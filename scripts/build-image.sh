@@ -196,7 +196,8 @@ if [ "$FORCE" -eq 0 ] && [ -f "$OUT" ] && [ -f "$STAMP" ] && grep -qx "key=$KEY"
 fi
 
 # Run a command chrooted into $1, with /dev and /proc mounted in a private mount
-# namespace (the mounts vanish with it, whatever happens).
+# namespace (the mounts vanish with it, whatever happens). A fixed hash seed: set
+# iteration order must not depend on the process (compileall, pip's metadata).
 in_chroot() {
     local root="$1"
     shift
@@ -205,7 +206,7 @@ in_chroot() {
         mount --rbind /dev "$r/dev"
         mount -t proc proc "$r/proc"
         exec chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            HOME=/root LANG=C.UTF-8 "$@"' sh "$root" "$@"
+            HOME=/root LANG=C.UTF-8 PYTHONHASHSEED=0 "$@"' sh "$root" "$@"
 }
 
 # ---------------------------------------------------------------------------------------
