@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from livepolicy.apply.agent_table import AgentTable, tls_context
 from livepolicy.apply.engine import AgentEndpoint
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError, join_pointer
 from livepolicy.core.yamlsrc import load_fast, locate_in_file
@@ -56,19 +57,20 @@ def _problems(node: str, spec: Any) -> list[tuple[str, str]]:
 
 
 def _tls(spec: dict[str, Any]) -> ssl.SSLContext | None:
-    if not str(spec["url"]).startswith("https:"):
-        return None
-    ctx = ssl.create_default_context(cafile=str(spec["caFile"]) if "caFile" in spec else None)
-    if "certFile" in spec:
+    ctx = tls_context(str(spec["url"]),
+                      cafile=str(spec["caFile"]) if "caFile" in spec else None)
+    if ctx is not None and "certFile" in spec:
         ctx.load_cert_chain(str(spec["certFile"]), str(spec["keyFile"]))
     return ctx
 
 
-class StaticAgents:
+class StaticAgents(AgentTable):
     """Agents listed in a file (YAML or JSON), validated whole on load."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         name = str(path)
+        self.path = path
         data = load_fast(path)
         if not isinstance(data, dict) or not data:
             raise DiagnosticError([Diagnostic(name, "an agents file maps node names to "
@@ -79,7 +81,6 @@ class StaticAgents:
             places = locate_in_file(path, [p for p, _ in found])
             raise DiagnosticError([Diagnostic(name, msg, ptr, line, col)
                                    for (ptr, msg), (line, col) in zip(found, places, strict=True)])
-        self.endpoints: dict[str, AgentEndpoint] = {}
         bad: list[Diagnostic] = []
         for node, spec in data.items():
             try:
@@ -92,9 +93,5 @@ class StaticAgents:
         if bad:
             raise DiagnosticError(bad)
 
-    def endpoint(self, node: str) -> AgentEndpoint:
-        try:
-            return self.endpoints[node]
-        except KeyError:
-            raise DiagnosticError([Diagnostic("--agents", f"no agent is listed for node {node}",
-                                              None)]) from None
+    def missing(self, node: str) -> str:
+        return f"no agent is listed for node {node} in {self.path}"

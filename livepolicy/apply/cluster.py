@@ -17,11 +17,34 @@ from ruamel.yaml import YAML
 from livepolicy.core.yamlsrc import gc_paused
 
 
+class RecordMismatch(Exception):
+    """`move_pod` found the cluster disagreeing with the agents' commit (Terraform's
+    "inconsistent result after apply"): the engine reports the migration failed, and a
+    re-run checks again."""
+
+
 class ClusterWriter(Protocol):
     def move_pod(self, pod: str, uid: str, node: str) -> None: ...
     def set_label(self, pod: str, key: str, value: str | None) -> None: ...
     def request_eviction(self, pod: str) -> None: ...
     def flush(self) -> None: ...
+
+
+class NoWriter:
+    """Records nothing: a simulation of a live cluster, or real agents applying a plan
+    made from a snapshot file (the file is not the cluster; take a fresh snapshot)."""
+
+    def move_pod(self, pod: str, uid: str, node: str) -> None:
+        pass
+
+    def set_label(self, pod: str, key: str, value: str | None) -> None:
+        pass
+
+    def request_eviction(self, pod: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 class SnapshotWriter:
@@ -37,6 +60,7 @@ class SnapshotWriter:
         self._data: Any = None
         self._pods: dict[str, Any] = {}
         self._dirty = False
+        self.written = False  # whether flush changed the file
 
     def _load(self) -> None:
         if self._data is not None:
@@ -100,3 +124,4 @@ class SnapshotWriter:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self._dirty = False
+        self.written = True

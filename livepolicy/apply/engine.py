@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from livepolicy.agent.client import AgentClient, AgentClientError, AgentError, AgentUnreachable
 from livepolicy.agent.crypto import new_key
-from livepolicy.apply.cluster import ClusterWriter
+from livepolicy.apply.cluster import ClusterWriter, RecordMismatch
 from livepolicy.apply.events import EventSink, make_event, version_event
 from livepolicy.apply.journal import Journal, MigrationRecord, past_commit_point
 from livepolicy.core.quantity import parse_bandwidth, parse_duration_ms
@@ -168,9 +168,18 @@ class Engine:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _record_move(self, m: dict[str, Any]) -> None:
-        with self._writer_lock:
-            self.writer.move_pod(m["pod"], m.get("uid", ""), m["to"])
+    def _record_move(self, m: dict[str, Any]) -> Outcome | None:
+        """Record a committed move; a cluster that disagrees (RecordMismatch) makes the
+        migration failed, its journal left at `committing` so that a re-run checks again."""
+        try:
+            with self._writer_lock:
+                self.writer.move_pod(m["pod"], m.get("uid", ""), m["to"])
+        except RecordMismatch as exc:
+            self._event("apply_errored", m, f"{m['pod']}: committed by the agents, but {exc}; "
+                        "re-run apply to check again", level="error", phase="committing",
+                        outcome="failed", error=str(exc))
+            return self._outcome(m, "failed", "unknown", phase="committing", error=str(exc))
+        return None
 
     # -- one migration -----------------------------------------------------------------------
     def _migrate(self, m: dict[str, Any], attempt: int) -> Outcome:
@@ -379,7 +388,9 @@ class Engine:
                         outcome="failed", error=str(exc))
             return self._outcome(m, "failed", "destination", phase="committing",
                                  error=str(exc))
-        self._record_move(m)
+        mismatch = self._record_move(m)
+        if mismatch is not None:
+            return mismatch
         duration = int((time.monotonic() - started) * 1000)
         self.journal.phase(mid, "committed", attempt, freeze_ms=freeze_ms,
                            duration_ms=duration)
@@ -404,7 +415,8 @@ class Engine:
         m = self.migrations[rec.mid]
         started = time.monotonic()
         if rec.phase == "committed":
-            self._record_move(m)
+            if self._record_move(m) is not None:
+                return None
             o = self._outcome(m, "migrated", "destination", phase="committed",
                               freeze_ms=int(rec.detail.get("freeze_ms", 0)),
                               duration_ms=int(rec.detail.get("duration_ms", 0)))

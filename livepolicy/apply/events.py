@@ -70,3 +70,18 @@ class CallbackSink:
 
     def emit(self, event: Event) -> None:
         self.fn(event)
+
+
+SIMULATED = "[simulated] "
+
+
+class SimulatedSink:
+    """`apply --agents sim`: every event says so (`simulated: true`, and a message that
+    starts with "[simulated] "), so no line of a simulation reads like a real move."""
+
+    def __init__(self, inner: EventSink) -> None:
+        self.inner = inner
+
+    def emit(self, event: Event) -> None:
+        self.inner.emit({**event, "@message": SIMULATED + str(event["@message"]),
+                         "simulated": True})

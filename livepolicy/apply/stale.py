@@ -10,19 +10,23 @@ from livepolicy.policy.load import PolicySet
 
 
 def stale_reasons(plan: dict[str, Any], facts: ClusterFacts, ps: PolicySet,
-                  ignore: set[str] | None = None) -> list[str]:
+                  ignore: set[str] | None = None, gone: set[str] | None = None) -> list[str]:
     """What differs between the plan's recorded inputs and the current ones.
 
     `ignore` lists objects the current apply itself changed (a resumed run moved them):
-    their changes are expected, but they must still exist.
+    their changes are expected, but they must still exist, except those in `gone`: pods
+    an earlier run moved on a live cluster, where the moved pod is a copy of another name
+    (docs/kubelet-runtime.md) and the old name is gone.
     """
     ignore = ignore or set()
+    gone = gone or set()
     out = []
     for key, want in plan["dependencies"]["objects"].items():
         kind, _, name = key.partition("/")
         obj = facts.pod_by_key.get(name) if kind == "Pod" else facts.node_by_name.get(name)
         if obj is None:
-            out.append(f"{key} no longer exists")
+            if key not in gone:
+                out.append(f"{key} no longer exists")
         elif key not in ignore and fact_hash(obj) != want:
             out.append(f"{key} changed")
     current = {f"{kind}/{name}": canonical_hash(obj.model_dump(mode="json"))

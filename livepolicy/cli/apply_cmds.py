@@ -11,11 +11,20 @@ from typing import Any
 import click
 
 from livepolicy.agent.client import AgentClientError
+from livepolicy.apply.agent_table import AgentTable, plan_nodes
 from livepolicy.apply.agents_file import StaticAgents
-from livepolicy.apply.cluster import SnapshotWriter
+from livepolicy.apply.cluster import NoWriter, SnapshotWriter
 from livepolicy.apply.engine import ApplyResult, Engine, EngineOptions
-from livepolicy.apply.events import JsonLinesSink, ListSink, TeeSink, make_event
+from livepolicy.apply.events import (
+    SIMULATED,
+    JsonLinesSink,
+    ListSink,
+    SimulatedSink,
+    TeeSink,
+    make_event,
+)
 from livepolicy.apply.journal import Journal
+from livepolicy.apply.kube_agents import ADDRESSES, DEFAULT_NAMESPACE, DEFAULT_SELECTOR, KubeAgents
 from livepolicy.apply.local_agents import LocalSimAgents
 from livepolicy.apply.lock import LockHeld, StateLock, force_unlock
 from livepolicy.apply.stale import stale_reasons
@@ -40,21 +49,52 @@ from livepolicy.render.markdown import render_apply_report
 from livepolicy.render.text import render
 
 
-def _confirm(doc: dict[str, Any]) -> bool:
+def _confirm(doc: dict[str, Any], simulated: bool) -> bool:
     print_lines(render(doc, limit=50))
-    return click.confirm("\nDo you want to perform these migrations?", default=False,
-                         err=True)
+    question = ("\nDo you want to simulate these migrations (sim agents: nothing in the "
+                "cluster changes)?" if simulated else
+                "\nDo you want to perform these migrations?")
+    return click.confirm(question, default=False, err=True)
+
+
+def _agents_choice(agents: str | None, cluster: str) -> str:
+    """What --agents means for this cluster: `kube` by default on a live cluster; a
+    snapshot file names no agents, so simulating it must be asked for."""
+    if agents:
+        return agents
+    if cluster == "kube":
+        return "kube"
+    raise DiagnosticError([Diagnostic("--agents", f"which agents should apply the plan of "
+                                      f"{cluster}? Pass `--agents sim` to simulate against the "
+                                      "snapshot (it records the simulated moves in it), or "
+                                      "`--agents AGENTS.yaml` for real agents", None)])
 
 
 @click.command()
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False))
-@click.option("--cluster", "-c", metavar="SNAPSHOT",
-              help="Cluster facts (default: the snapshot the plan was made from).")
+@click.option("--cluster", "-c", metavar="SOURCE",
+              help="Cluster facts: a snapshot file or `kube` (default: the source the plan "
+                   "was made from).")
 @click.option("--policies", "-p", metavar="DIR",
               help="Policy directory (default: the one the plan was made from, or policies).")
-@click.option("--agents", "agents", default="sim", show_default=True,
-              help="'sim' starts simulated agents on loopback; or a file mapping nodes to "
-                   "agent URLs and token files.")
+@click.option("--agents", "agents", metavar="kube|sim|AGENTS.yaml",
+              help="`kube` (default with --cluster kube): the chart's agent DaemonSet; "
+                   "`sim`: simulated agents on loopback (a simulation: every line says so); "
+                   "or a file mapping nodes to agent URLs and token files. Required with a "
+                   "snapshot file.")
+@click.option("--agents-namespace", default=DEFAULT_NAMESPACE, show_default=True,
+              help="--agents kube: the namespace of the chart's release.")
+@click.option("--agents-selector", metavar="SELECTOR",
+              help=f"--agents kube: label selector of the agent pods [default: "
+                   f"{DEFAULT_SELECTOR}].")
+@click.option("--agents-address", type=click.Choice(ADDRESSES), default="auto",
+              show_default=True, help="--agents kube: URL host of each agent: its pod IP "
+                   "(with hostNetwork the node's IP), the node name, or whichever the "
+                   "chart's certificate names.")
+@click.option("--agent-token-file", type=click.Path(dir_okay=False), help="--agents kube: "
+              "the agents' bearer token (default: read from the chart's Secret).")
+@click.option("--agent-ca-file", type=click.Path(dir_okay=False), help="--agents kube: the "
+              "CA of the agents' certificate (default: read from the chart's Secret).")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking (no saved plan).")
 @json_option
 @click.option("--report", type=click.Path(dir_okay=False),
@@ -70,21 +110,29 @@ def _confirm(doc: dict[str, Any]) -> bool:
               "a Kubernetes Lease (kube-system/livepolicy-apply).")
 @click.option("--kube-events", is_flag=True, help="Post Kubernetes Events on the pods for "
               "each migration phase (best-effort: never slows or fails the apply).")
-@click.option("--kubeconfig", metavar="FILE", help="With --lock-backend kube or --kube-events.")
-@click.option("--context", metavar="NAME", help="With --lock-backend kube or --kube-events.")
+@click.option("--kubeconfig", metavar="FILE", help="The cluster's kubeconfig (--cluster "
+              "kube, --agents kube, --lock-backend kube, --kube-events).")
+@click.option("--context", metavar="NAME", help="kubeconfig context (as --kubeconfig).")
 @click.option("--call-timeout", type=float, help="Seconds before an agent call counts as "
               "hung (default: the policy's progressTimeout).")
 @click.option("--sim-faults", type=click.Path(dir_okay=False, exists=True), hidden=True,
               help="sim agents: a YAML/JSON list of faults to arm before applying, each "
                    "{node, phase, mode, count?, seconds?, when?, factor?, migration?} "
                    "(tests and demos).")
-def apply(planfile: str | None, cluster: str | None, policies: str | None, agents: str,
+def apply(planfile: str | None, cluster: str | None, policies: str | None,
+          agents: str | None, agents_namespace: str, agents_selector: str | None,
+          agents_address: str, agent_token_file: str | None, agent_ca_file: str | None,
           yes: bool, as_json: bool, report: str | None, state_dir: str, parallelism: int,
           sim_time_scale: float, lock_backend: str, kube_events: bool,
           kubeconfig: str | None, context: str | None, call_timeout: float | None,
           sim_faults: str | None) -> None:
-    """Carry out a saved plan (or plan, confirm and apply) through the node agents."""
+    """Carry out a saved plan (or plan, confirm and apply) through the node agents, on the
+    cluster the plan was made from."""
     state = Path(state_dir)
+    ctx = click.get_current_context()
+    # --cluster kube reads its facts with the same kubeconfig (see cli/sources.py)
+    ctx.meta["livepolicy.kubeconfig"] = kubeconfig
+    ctx.meta["livepolicy.context"] = context
     with _apply_errors(as_json):
         if planfile:
             doc = read_plan(Path(planfile))
@@ -93,27 +141,40 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         if not cluster:
             raise DiagnosticError([Diagnostic("--cluster", "apply needs --cluster or a saved "
                                               "plan", None)])
+        lab = cluster == "lab"  # the lab's own agents and record (livepolicy lab)
+        chosen = "lab" if lab else _agents_choice(agents, cluster)
+        simulated = chosen == "sim"
         if not planfile and as_json and not yes:
             raise DiagnosticError([Diagnostic("--json", "applying without a saved plan and "
                                               "with --json needs --yes (nothing can be "
                                               "confirmed)", None)])
-        if sim_faults and (agents != "sim" or cluster == "lab"):
+        if sim_faults and not simulated:
             raise DiagnosticError([Diagnostic("--sim-faults", "needs --agents sim", None)])
         ps = load_policies(policies or "policies")
         facts = load_facts(cluster)
-        # Checked before confirming and locking: a typo in it must cost nothing.
-        listed = StaticAgents(Path(agents)) if agents != "sim" and cluster != "lab" else None
         if not planfile:
             doc = plan_doc(facts, ps, resolve_now(None, facts))
-            if not yes and not _confirm(doc):
-                click.echo("Apply cancelled.", err=True)
-                sys.exit(EXIT_OK)
+        # Checked before confirming and locking: a typo or a missing agent costs nothing.
+        listed: AgentTable | None = None
+        if chosen == "kube":
+            listed = KubeAgents(_kube_client(ctx, kubeconfig, context), namespace=
+                                agents_namespace, selector=agents_selector,
+                                token_file=agent_token_file, ca_file=agent_ca_file,
+                                address=agents_address)
+        elif chosen not in ("sim", "lab"):
+            listed = StaticAgents(Path(chosen))
+        if listed is not None:
+            listed.require(plan_nodes(doc))
+        if not planfile and not yes and not _confirm(doc, simulated):
+            click.echo("Apply cancelled.", err=True)
+            sys.exit(EXIT_OK)
     with _apply_errors(as_json):
         lock = _lock(lock_backend, state, kubeconfig, context)
         try:
             lock.acquire()
         except LockHeld as exc:
             raise DiagnosticError([Diagnostic(str(state), str(exc), None)]) from None
+    writer: Any = None
     with ExitStack() as stack, _apply_errors(as_json):
         stack.callback(lock.release)
         run_dir = state / "runs" / str(doc["fingerprint"])[:16]
@@ -121,24 +182,29 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         stack.callback(journal.close)
         # A resumed run: what this plan's earlier runs changed in the snapshot (pods bound
         # to new nodes, eviction requests, labels) is not a reason to call it stale. Nodes
-        # are never changed by apply, so a changed node still is.
+        # are never changed by apply, so a changed node still is. On a live cluster a
+        # moved pod is a copy of another name: its old name is gone.
         records = journal.records()
         touched = {f"Pod/{doc_m['pod']}" for doc_m in doc["migrations"]
                    if doc_m["id"] in records and records[doc_m["id"]].phase != "skipped"}
+        moved = {f"Pod/{doc_m['pod']}" for doc_m in doc["migrations"]
+                 if doc_m["id"] in records and records[doc_m["id"]].phase == "committed"}
         if any(e.get("kind") == "labels" for e in journal.events()):
             touched |= {f"Pod/{lc['pod']}" for lc in doc["labels"]}
         if planfile:
-            reasons = stale_reasons(doc, facts, ps, ignore=touched)
+            reasons = stale_reasons(doc, facts, ps, ignore=touched,
+                                    gone=moved if cluster == "kube" and not simulated
+                                    else None)
             if reasons:
                 raise DiagnosticError([Diagnostic(
                     planfile, "Saved plan is stale: " + "; ".join(reasons[:20])
                     + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
                     + ". Run `livepolicy plan` again.", None)])
-        if cluster == "lab":  # the lab's own agents; pods are where the lab says
+        if lab:
             from livepolicy.cli.lab_cmds import LabAgentPool
 
             pool: Any = LabAgentPool()
-        elif agents == "sim":
+        elif simulated:
             pool = LocalSimAgents(state, facts, time_scale=sim_time_scale)
             stack.callback(pool.stop)
             try:
@@ -153,25 +219,86 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None, agent
         if as_json:
             sink: Any = TeeSink(JsonLinesSink(), collected)
         else:
-            progress = RichProgressSink(len(doc["migrations"]))
+            progress = RichProgressSink(len(doc["migrations"]),
+                                        prefix=SIMULATED if simulated else "")
             stack.enter_context(progress)
             sink = TeeSink(progress, collected)
         if kube_events:
             sink = TeeSink(sink, _kube_event_sink(stack, doc, kubeconfig, context))
-        if cluster == "lab":
-            from livepolicy.lab.source import LabWriter
-
-            writer: Any = LabWriter()
-        else:
-            writer = SnapshotWriter(Path(cluster))
-        engine = Engine(doc, pool, journal, writer, sink, EngineOptions(
+        if simulated:
+            sink = SimulatedSink(sink)
+        writer = _writer(cluster, simulated, lab, ctx, kubeconfig, context, sink)
+        engine = Engine(doc, pool, journal, _Announced(writer, cluster, simulated, sink),
+                        sink, EngineOptions(
             parallelism=parallelism, call_timeout_s=call_timeout))
         if sim_faults:
             arm_faults(pool, engine, Path(sim_faults))
         result = engine.run()
     if report:
-        write_report(Path(report), doc, cluster, result)
-    sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
+        write_report(Path(report), doc, cluster, result, simulated=simulated)
+    failures = int(getattr(writer, "failures", 0))
+    sys.exit(EXIT_OK if result.ok and not failures else EXIT_ERROR)
+
+
+def _kube_client(ctx: click.Context, kubeconfig: str | None, context: str | None) -> Any:
+    """One client of the cluster for the whole command (agents, writer), closed at exit."""
+    client = ctx.meta.get("livepolicy.apply.client")
+    if client is None:
+        from livepolicy.kube.client import KubeClient
+        from livepolicy.kube.errors import KubeError
+
+        try:
+            client = KubeClient.from_config(kubeconfig, context)
+        except KubeError as exc:
+            raise DiagnosticError([Diagnostic("kube", str(exc), None)]) from None
+        ctx.call_on_close(client.close)
+        ctx.meta["livepolicy.apply.client"] = client
+    return client
+
+
+def _writer(cluster: str, simulated: bool, lab: bool, ctx: click.Context,
+            kubeconfig: str | None, context: str | None, sink: Any) -> Any:
+    """Where the outcome is recorded: the simulation's own snapshot (sim only), the lab,
+    the live cluster (labels, evictions; the kubelet agents moved the pods), or nowhere
+    (sim against a live cluster; real agents on a plan made from a snapshot file)."""
+    if lab:
+        from livepolicy.lab.source import LabWriter
+
+        return LabWriter()
+    if cluster == "kube":
+        if simulated:
+            return NoWriter()
+        from livepolicy.apply.kube_cluster import KubeWriter
+
+        return KubeWriter(_kube_client(ctx, kubeconfig, context), sink)
+    return SnapshotWriter(Path(cluster)) if simulated else NoWriter()
+
+
+class _Announced:
+    """The writer, saying after its flush what became of the record (one event before
+    the summary: a line, or a JSON event)."""
+
+    def __init__(self, writer: Any, cluster: str, simulated: bool, sink: Any) -> None:
+        self.writer, self.cluster, self.simulated, self.sink = writer, cluster, simulated, sink
+        self.move_pod = writer.move_pod
+        self.set_label = writer.set_label
+        self.request_eviction = writer.request_eviction
+
+    def flush(self) -> None:
+        self.writer.flush()
+        w, cluster = self.writer, self.cluster
+        if isinstance(w, SnapshotWriter):
+            msg = (f"snapshot {cluster} updated with the simulated moves" if w.written
+                   else f"snapshot {cluster} unchanged")
+        elif cluster == "kube" and self.simulated:
+            msg = "nothing written to the cluster"
+        elif isinstance(w, NoWriter):
+            msg = (f"snapshot {cluster} not updated: the agents moved the real pods; take "
+                   "a new snapshot to plan again")
+        else:
+            return
+        self.sink.emit(make_event("cluster_write", msg, "info" if self.simulated else "warn",
+                                  written=isinstance(w, SnapshotWriter) and w.written))
 
 
 @contextmanager
@@ -189,10 +316,12 @@ def _apply_errors(as_json: bool) -> Iterator[None]:
         fail(exc.diagnostics)
 
 
-def write_report(path: Path, doc: dict[str, Any], cluster: str, result: ApplyResult) -> None:
+def write_report(path: Path, doc: dict[str, Any], cluster: str, result: ApplyResult, *,
+                 simulated: bool = False) -> None:
     """The Markdown apply report (`--report`): counts, then where every pod is now."""
     path.write_text(render_apply_report({
-        "summary": result.summary_line(), "fingerprint": doc["fingerprint"],
+        "summary": (SIMULATED if simulated else "") + result.summary_line(),
+        "fingerprint": doc["fingerprint"],
         "cluster": cluster, "counts": {r: result.count(r) for r in (
             "migrated", "rolled_back", "failed", "skipped", "deferred")},
         "outcomes": [o.to_json() for o in result.outcomes.values()]}), encoding="utf-8")

@@ -15,12 +15,15 @@ _STEPS = 7
 
 
 class RichProgressSink:
-    def __init__(self, total: int, console: Console | None = None) -> None:
+    def __init__(self, total: int, console: Console | None = None, *,
+                 prefix: str = "") -> None:
         self.console = console or Console(stderr=True)
+        self.prefix = prefix  # "[simulated] " for sim agents: on the bars as on the lines
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[phase]}"), TimeElapsedColumn(),
                                  console=self.console, transient=False)
-        self.overall = self.progress.add_task("[bold]apply", total=max(total, 1), phase="")
+        self.overall = self.progress.add_task(f"[bold]{escape(prefix)}apply",
+                                              total=max(total, 1), phase="")
         self.tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
 
@@ -38,10 +41,14 @@ class RichProgressSink:
             if not m:
                 if kind == "change_summary":
                     self.console.print(f"[bold]{escape(event['@message'])}")
+                elif kind == "cluster_write" or event.get("@level") in ("warn", "error"):
+                    style = {"error": "red", "warn": "yellow"}.get(event["@level"], "")
+                    self.console.print(f"[{style}]{escape(event['@message'])}")
                 return
             mid = m["id"]
             if kind == "apply_start" and mid not in self.tasks:
-                self.tasks[mid] = self.progress.add_task(f"{m['pod']} -> {m['to']}",
+                self.tasks[mid] = self.progress.add_task(escape(f"{self.prefix}{m['pod']} -> "
+                                                                f"{m['to']}"),
                                                          total=_STEPS, phase="starting")
             task = self.tasks.get(mid)
             if kind == "apply_progress" and task is not None:

@@ -43,6 +43,7 @@ ENICONFIGS = Resource("ENIConfig", "crd.k8s.amazonaws.com/v1alpha1", "eniconfigs
                       namespaced=False)
 NAMESPACES = Resource("Namespace", "v1", "namespaces", namespaced=False)
 CONFIGMAPS = Resource("ConfigMap", "v1", "configmaps")
+SECRETS = Resource("Secret", "v1", "secrets")
 LEASES = Resource("Lease", "coordination.k8s.io/v1", "leases")
 EVENTS = Resource("Event", "events.k8s.io/v1", "events")
 CRDS = Resource("CustomResourceDefinition", "apiextensions.k8s.io/v1",

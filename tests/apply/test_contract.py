@@ -56,7 +56,13 @@ def test_plan_apply_json_then_replan_reports_no_changes(case: Case) -> None:
     summary = events[-1]
     assert summary["changes"] == {"migrated": 3, "rolled_back": 0, "failed": 0, "skipped": 0,
                                   "deferred": 0}
-    assert summary["@message"].startswith("Apply complete! 3 migrated, 0 rolled back, 0 failed")
+    # Sim agents are a simulation, and every line says so (issue 10, item 0).
+    assert summary["@message"].startswith(
+        "[simulated] Apply complete! 3 migrated, 0 rolled back, 0 failed")
+    assert all(e["simulated"] is True and e["@message"].startswith("[simulated] ")
+               for e in events), [e for e in events if not e.get("simulated")]
+    (written,) = of_type(events, "cluster_write")
+    assert written["written"] is True and "simulated moves" in written["@message"]
     assert {o["pod"]: (o["result"], o["location"]) for o in summary["outcomes"]} == {
         pod: ("migrated", "destination") for pod in PLANNED}
     assert not of_type(events, "apply_errored") and not of_type(events, "apply_skipped")
@@ -78,7 +84,7 @@ def test_plan_apply_json_then_replan_reports_no_changes(case: Case) -> None:
     assert order.index(("apply_start", "m00003")) > done_1
 
     report = (case.dir / "report.md").read_text()
-    assert "Apply complete! 3 migrated" in report
+    assert "[simulated] Apply complete! 3 migrated" in report
     for pod, node in PLANNED.items():
         assert f"| `{pod}` | a1 | {node} | migrated | destination |" in report
 
@@ -108,7 +114,8 @@ def test_apply_without_a_plan_file_with_yes(case: Case) -> None:
     r = case.invoke("apply", "--cluster", "cluster.yaml", "--policies", "policies.yaml",
                     "--yes", "--agents", "sim", "--sim-time-scale", "0.001")
     assert r.returncode == 0, r.stderr
-    assert "Apply complete! 3 migrated, 0 rolled back, 0 failed" in r.stderr
+    assert "[simulated] Apply complete! 3 migrated, 0 rolled back, 0 failed" in r.stderr
+    assert "simulate these migrations" not in r.stderr  # --yes: no question
     assert not r.stdout.strip().startswith("{")
     _assert_converged(case)
 
@@ -134,3 +141,29 @@ def test_json_without_a_plan_file_needs_yes(case: Case) -> None:
     assert case.cluster.read_text() == before
     assert not (case.state / "sim-agents").exists()
     json.dumps(event)
+
+
+def test_bare_apply_of_a_snapshot_plan_names_the_agents_to_use(case: Case) -> None:
+    """A plan made from a snapshot file names no agents: `apply plan.json` alone used to
+    default to sim, report "3 migrated" and rewrite the snapshot. Now it is a located
+    error, exit 1, before any lock, agent or write."""
+    case.plan()
+    before = case.cluster.read_text()
+    for extra in ((), ("--json",), ("--yes",)):
+        r = case.invoke("apply", "plan.json", *extra)
+        assert r.returncode == 1, r.stdout + r.stderr
+        out = r.stdout + r.stderr
+        assert "--agents" in out and "--agents sim" in out and "AGENTS.yaml" in out
+        assert "Traceback" not in out and "migrated" not in out
+        if extra == ("--json",):
+            (event,) = parse_events(r.stdout)
+            assert event["type"] == "diagnostic" and event["@level"] == "error"
+    assert case.cluster.read_text() == before
+    assert not case.state.exists()  # no lock, no journal, no sim agents
+
+
+def test_simulated_prompt_says_it_simulates(case: Case) -> None:
+    r = case.invoke("apply", "--cluster", "cluster.yaml", "--policies", "policies.yaml",
+                    "--agents", "sim", input="no\n")
+    assert r.returncode == 0
+    assert "simulate these migrations" in r.stderr and "nothing in the cluster" in r.stderr

@@ -24,9 +24,9 @@ def test_apply_waits_for_nobody_and_refuses_a_held_lease(kube_env: KubeTestEnv,
                                                           kube: KubeClient,
                                                           tmp_path: Path) -> None:
     cluster, policies = _case(tmp_path)
-    args = ["apply", "--cluster", str(cluster), "--policies", str(policies), "--yes",
-            "--json", "--state-dir", str(tmp_path / "state"), "--lock-backend", "kube",
-            "--kubeconfig", str(kube_env.kubeconfig_path)]
+    args = ["apply", "--cluster", str(cluster), "--agents", "sim", "--policies",
+            str(policies), "--yes", "--json", "--state-dir", str(tmp_path / "state"),
+            "--lock-backend", "kube", "--kubeconfig", str(kube_env.kubeconfig_path)]
     holder = LeaseLock(kube, renew=False)
     holder.acquire()
     try:

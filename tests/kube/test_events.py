@@ -96,7 +96,8 @@ def _events(kube: KubeClient) -> dict[str, list[dict[str, Any]]]:
 def _apply(cluster: Path, policies: Path, state: Path, kubeconfig: Path,
            *extra: str) -> Any:
     return CliRunner().invoke(cli, [
-        "apply", "--cluster", str(cluster), "--policies", str(policies), "--yes", "--json",
+        "apply", "--cluster", str(cluster), "--agents", "sim", "--policies", str(policies),
+        "--yes", "--json",
         "--state-dir", str(state), "--sim-time-scale", "0.001", "--kube-events",
         "--kubeconfig", str(kubeconfig), *extra])
 

@@ -1,0 +1,263 @@
+"""`apply --cluster kube` and `--agents kube` against the real kube-apiserver.
+
+`KubeAgents` reads the agents of the Helm chart's DaemonSet: the objects here are the
+chart's own (`helm template`), stored in a real apiserver, and the one Ready agent pod
+points at a real agent process started from the DaemonSet's arguments with the chart's
+generated token and certificate, so the endpoint, token and CA read from the API are
+proven by an authenticated HTTPS call. There is no kubelet: pod statuses are written
+through the `/status` subresource, as tests/kube/seed.py does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from ruamel.yaml import YAML
+
+from livepolicy.agent import AgentClient
+from livepolicy.apply.kube_agents import KubeAgents
+from livepolicy.cli.main import cli
+from livepolicy.core.diagnostics import DiagnosticError
+from livepolicy.kube.client import KubeClient
+from livepolicy.kube.resources import DAEMONSETS, NAMESPACES, PODS, SECRETS, Resource
+from tests.apply.conftest import BASIC, PLANNED, parse_events
+from tests.kube.seed import put_cluster_info, seed
+from tests.kube.test_chart_render import agent_args, find, render, secret_data
+from tests.support.envtest import KubeTestEnv, kube_test_env
+
+pytestmark = pytest.mark.kube
+
+NS = "livepolicy"
+SERVICE_ACCOUNTS = Resource("ServiceAccount", "v1", "serviceaccounts")
+DAEMONSET = "lp-livepolicy-agent"
+POLICIES = str(BASIC / "policies.yaml")
+
+
+@pytest.fixture(scope="module")
+def kube_env() -> Iterator[KubeTestEnv]:
+    yield from kube_test_env()
+
+
+@pytest.fixture(scope="module")
+def kube(kube_env: KubeTestEnv) -> Iterator[KubeClient]:
+    with KubeClient.from_config(str(kube_env.kubeconfig_path)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def live_cluster(kube: KubeClient, kube_env: KubeTestEnv) -> dict[str, Any]:
+    """The basic case stored in the apiserver, and its plan (`plan --cluster kube`):
+    what apply would move."""
+    snap = YAML(typ="safe", pure=True).load((BASIC / "cluster.yaml").read_text())
+    seed(kube, [_storable(o) for o in snap["items"]])
+    info = next(o for o in snap["items"] if o["kind"] == "ClusterInfo")
+    put_cluster_info(kube, info, name=info["metadata"]["name"])
+    r = CliRunner().invoke(cli, ["plan", "--cluster", "kube", "--policies", POLICIES,
+                                 "--json", "--detailed-exitcode", "--kubeconfig",
+                                 str(kube_env.kubeconfig_path)])
+    assert r.exit_code == 2, r.output  # changes to make
+    doc: dict[str, Any] = json.loads(r.stdout)
+    assert sorted((m["pod"], m["to"]) for m in doc["migrations"]) == sorted(PLANNED.items())
+    return doc
+
+
+def _storable(obj: dict[str, Any]) -> dict[str, Any]:
+    """The basic case's hand-written objects with what the apiserver requires and the
+    planner does not read: owner uids, workload selectors and templates, volume sizes
+    and access modes."""
+    obj = copy.deepcopy(obj)
+    for i, ref in enumerate((obj.get("metadata") or {}).get("ownerReferences") or []):
+        ref.setdefault("uid", f"00000000-0000-0000-0000-{i:012d}")
+    if obj["kind"] in ("ReplicaSet", "StatefulSet", "Deployment", "DaemonSet"):
+        spec = obj.setdefault("spec", {})
+        labels = {"app": obj["metadata"]["name"]}
+        spec.setdefault("selector", {"matchLabels": labels})
+        spec.setdefault("template", {"metadata": {"labels": labels}, "spec": {
+            "containers": [{"name": "c", "image": "registry.invalid/app:1"}]}})
+    if obj["kind"] in ("PersistentVolume", "PersistentVolumeClaim"):
+        obj["spec"].setdefault("accessModes", ["ReadWriteOnce"])
+        if obj["kind"] == "PersistentVolume":
+            obj["spec"].setdefault("capacity", {"storage": "10Gi"})
+        else:
+            obj["spec"].setdefault("resources", {"requests": {"storage": "10Gi"}})
+    return obj
+
+
+def _pod(ds: dict[str, Any], node: str, port: int) -> dict[str, Any]:
+    """A pod as the DaemonSet controller makes it (absent here): template + node + owner."""
+    tmpl = copy.deepcopy(ds["spec"]["template"])
+    spec = tmpl["spec"]
+    spec["nodeName"] = node
+    for c in spec["containers"]:
+        for p in c.get("ports") or []:
+            if p.get("name") == "agent":
+                p["containerPort"] = port
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": f"{DAEMONSET}-{node}", "labels": tmpl["metadata"]["labels"],
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                             "name": ds["metadata"]["name"], "uid": ds["metadata"]["uid"],
+                             "controller": True}]}, "spec": spec}
+
+
+def _status(kube: KubeClient, name: str, ready: bool, ip: str) -> None:
+    cond = {"type": "Ready", "status": "True"} if ready else {
+        "type": "Ready", "status": "False", "reason": "ContainersNotReady"}
+    kube.patch(PODS, name, {"status": {"phase": "Running", "podIP": ip, "hostIP": ip,
+                                       "conditions": [cond]}}, NS, subresource="status")
+
+
+@pytest.fixture()
+def chart_agents(kube: KubeClient, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The chart's agent Secrets, ServiceAccount and DaemonSet in the apiserver; a real
+    agent for node-a (Ready pod), a pod on node-b that is not Ready, nothing on node-c.
+    All removed afterwards (the pods name nodes that do not exist)."""
+    tmp = tmp_path
+    objs = render(tmp, {"agent": {"runtime": "sim", "hostNetwork": False, "tls": {
+        "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]}}})
+    if kube.get_optional(NAMESPACES, NS) is None:
+        kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": NS}})
+    token_secret = find(objs, "Secret", "lp-livepolicy-agent-token")
+    tls_secret = find(objs, "Secret", "lp-livepolicy-agent-tls")
+    for obj in (token_secret, tls_secret):
+        kube.create(SECRETS, obj, NS)
+    for sa in (o for o in objs if o["kind"] == "ServiceAccount"):
+        kube.create(SERVICE_ACCOUNTS, sa, NS)
+    ds = kube.create(DAEMONSETS, find(objs, "DaemonSet"), NS)
+    token = secret_data(token_secret, "token").decode()
+    dirs = {name: tmp / name for name in ("token", "tls", "state")}
+    for d in dirs.values():
+        d.mkdir(mode=0o700)
+    (dirs["token"] / "token").write_text(token)
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        (dirs["tls"] / key).write_bytes(secret_data(tls_secret, key))
+    args = agent_args(ds, {"NODE_NAME": "node-a", "POD_IP": "127.0.0.1"},
+                      {"/etc/livepolicy/agent-token": dirs["token"],
+                       "/etc/livepolicy/agent-tls": dirs["tls"],
+                       "/var/lib/livepolicy-agent": dirs["state"]})
+    args[args.index("--port") + 1] = "0"
+    proc = subprocess.Popen([sys.executable, "-m", "livepolicy.agent", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        url = json.loads(line)["url"]
+        port = int(url.rsplit(":", 1)[1])
+        for node, ready in (("node-a", True), ("node-b", False)):
+            kube.create(PODS, _pod(ds, node, port), NS)
+            _status(kube, f"{DAEMONSET}-{node}", ready, "127.0.0.1")
+        yield {"url": url, "token": token,
+               "ca": secret_data(tls_secret, "ca.crt").decode()}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        kube.delete_collection(PODS, NS, grace_period=0)
+        for res in (DAEMONSETS, SECRETS, SERVICE_ACCOUNTS):
+            kube.delete_collection(res, NS)
+
+
+def test_kube_agents_reads_endpoint_token_and_ca_from_the_chart(
+        kube: KubeClient, chart_agents: dict[str, Any]) -> None:
+    agents = KubeAgents(kube)
+    assert sorted(agents.endpoints) == ["node-a"]
+    ep = agents.endpoint("node-a")
+    assert ep.url == chart_agents["url"]  # https://127.0.0.1:PORT: the certificate's SAN
+    assert ep.token == chart_agents["token"]
+    assert ep.ssl_context is not None
+    # The CA came from the Secret: the hostname-verified HTTPS call with the token works.
+    health = AgentClient(ep.url, ep.token, ssl_context=ep.ssl_context).health()
+    assert health["status"] == "ok" and health["node"] == "node-a"
+    agents.require(["node-a"])  # nothing missing: no error
+
+
+def test_missing_and_unready_agents_are_located_and_explained(
+        kube: KubeClient, chart_agents: dict[str, Any]) -> None:
+    agents = KubeAgents(kube)
+    with pytest.raises(DiagnosticError) as err:
+        agents.require(["node-a", "node-b", "node-c"])
+    b, c = err.value.diagnostics
+    for d in (b, c):
+        assert d.file == "--agents kube"
+        assert f"agent DaemonSet {NS}/{DAEMONSET}" in d.message
+        assert "--agents-namespace" in d.message
+    assert "node node-b" in b.message and f"{DAEMONSET}-node-b is not Ready " \
+        "(ContainersNotReady)" in b.message
+    assert "node node-c" in c.message and "has no pod there" in c.message
+    with pytest.raises(DiagnosticError, match="no Ready agent on node node-c"):
+        agents.endpoint("node-c")
+
+
+def test_an_unreadable_secret_is_named(kube: KubeClient, chart_agents: dict[str, Any],
+                                       tmp_path: Path) -> None:
+    """The token Secret the pod mounts is gone: the message names it and the way out;
+    `--agent-token-file` is that way out."""
+    kube.delete(SECRETS, "lp-livepolicy-agent-token", NS)
+    with pytest.raises(DiagnosticError) as err:
+        KubeAgents(kube)
+    (d,) = err.value.diagnostics
+    assert f"cannot read Secret {NS}/lp-livepolicy-agent-token" in d.message
+    assert "--agent-token-file" in d.message
+    token = tmp_path / "given-token"
+    token.write_text(chart_agents["token"] + "\n")
+    ep = KubeAgents(kube, token_file=str(token)).endpoint("node-a")
+    assert ep.token == chart_agents["token"]
+    assert AgentClient(ep.url, ep.token, ssl_context=ep.ssl_context).health()["status"] == "ok"
+
+
+def _apply(kube_env: KubeTestEnv, state: Path, *extra: str) -> Any:
+    return CliRunner().invoke(cli, [
+        "apply", "--cluster", "kube", "--policies", POLICIES, "--yes",
+        "--state-dir", str(state), "--kubeconfig", str(kube_env.kubeconfig_path), *extra])
+
+
+def _pods(kube: KubeClient) -> dict[str, tuple[str, dict[str, str]]]:
+    """Every pod's node and labels."""
+    return {f"{p['metadata']['namespace']}/{p['metadata']['name']}":
+            (str(p["spec"].get("nodeName")), p["metadata"].get("labels") or {})
+            for p in kube.list(PODS).items}
+
+
+def test_apply_cluster_kube_without_agents_is_a_located_error(
+        kube_env: KubeTestEnv, kube: KubeClient, live_cluster: dict[str, Any],
+        tmp_path: Path) -> None:
+    """Used to end in `FileNotFoundError: 'kube'` after taking the lock. Now the agents
+    default to the chart's DaemonSet, and nodes without one stop apply before any lock."""
+    nodes = sorted({m[k] for m in live_cluster["migrations"] for k in ("from", "to")})
+    before = _pods(kube)
+    state = tmp_path / "state"
+    for extra in ((), ("--json",)):
+        r = _apply(kube_env, state, *extra)
+        assert r.exit_code == 1, r.output
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+        assert "Traceback" not in r.output
+        for node in nodes:  # every source and destination of the plan, each located
+            assert f"no Ready agent on node {node}: agent DaemonSet " in r.output
+        assert "has no pod there" in r.output
+    assert not state.exists()  # no lock, no journal
+    assert _pods(kube) == before
+
+
+def test_apply_cluster_kube_with_sim_agents_simulates_and_writes_nothing(
+        kube_env: KubeTestEnv, kube: KubeClient, live_cluster: dict[str, Any],
+        tmp_path: Path) -> None:
+    before = _pods(kube)
+    r = _apply(kube_env, tmp_path / "state", "--agents", "sim", "--json",
+               "--sim-time-scale", "0.001")
+    assert r.exit_code == 0, r.output
+    events = parse_events(r.stdout)
+    assert all(e["simulated"] is True and e["@message"].startswith("[simulated] ")
+               for e in events)
+    assert events[-1]["changes"]["migrated"] == len(live_cluster["migrations"])
+    (written,) = [e for e in events if e["type"] == "cluster_write"]
+    assert "nothing written to the cluster" in written["@message"]
+    assert written["written"] is False
+    assert _pods(kube) == before  # no pod moved, not even a label changed
