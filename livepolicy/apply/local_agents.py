@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -241,6 +242,31 @@ class LocalSimAgents:
             except AgentClientError as exc:
                 raise RuntimeError(f"cannot create sim pod {p.key} on {p.node}: {exc}") from exc
         return created
+
+    def disagreements(self, facts: ClusterFacts) -> list[str]:
+        """Pods an agent runs that the snapshot runs on another node (`ns/name: on X,
+        snapshot: Y`): what an earlier simulation in the same state directory left."""
+        want = {(p.uid or p.key): p.node for p in facts.pods
+                if p.phase == "Running" and p.node in self.agents}
+        out = []
+        for node in sorted(self.agents):
+            for p in self.client(node).list_pods()["pods"]:
+                key = f"{p['namespace']}/{p['name']}"
+                where = want.get(p["uid"] or key)
+                if where is not None and where != node:
+                    out.append(f"{key}: on {node}, snapshot: {where}")
+        return sorted(out)
+
+    def reseed(self, facts: ClusterFacts) -> int:
+        """Start the agents afresh from the snapshot: their pods, migrations and images
+        are dropped (stopped first), then every running snapshot pod is created on its
+        node. For a new plan only: a resumed run needs the agents' state as it was."""
+        self.stop()
+        for a in self.agents.values():
+            shutil.rmtree(a.state_dir / "state", ignore_errors=True)
+        self._stop = threading.Event()
+        self.start()
+        return self.seed(facts)
 
     def stop(self) -> None:
         self._stop.set()

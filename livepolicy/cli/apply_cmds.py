@@ -200,6 +200,7 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
                     planfile, "Saved plan is stale: " + "; ".join(reasons[:20])
                     + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
                     + ". Run `livepolicy plan` again.", None)])
+        notice: dict[str, Any] | None = None  # said right after the version event
         if lab:
             from livepolicy.cli.lab_cmds import LabAgentPool
 
@@ -209,8 +210,22 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
             stack.callback(pool.stop)
             try:
                 pool.start()
-                pool.seed(facts)
-            except (RuntimeError, OSError) as exc:
+                # A new plan starts from the snapshot: pods an earlier simulation in this
+                # state directory moved are put back where the snapshot says (else every
+                # migration would roll back: "pod not on this node"). A resumed run keeps
+                # the agents as they are: the journal relies on them.
+                stray = pool.disagreements(facts) if not records else []
+                if stray:
+                    pool.reseed(facts)
+                    notice = make_event(
+                        "sim_reseeded", f"sim agents reseeded from {cluster}: {len(stray)} "
+                        f"pod(s) ran where an earlier simulation in {state} left them, not "
+                        "where the snapshot says (" + "; ".join(stray[:5])
+                        + (f"; and {len(stray) - 5} more" if len(stray) > 5 else "") + ")",
+                        "warn", pods=stray)
+                else:
+                    pool.seed(facts)
+            except (RuntimeError, OSError, AgentClientError) as exc:
                 raise DiagnosticError([Diagnostic(str(state), "cannot start the sim agents: "
                                                   f"{exc}", None)]) from None
         else:
@@ -227,6 +242,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
             sink = TeeSink(sink, _kube_event_sink(stack, doc, kubeconfig, context))
         if simulated:
             sink = SimulatedSink(sink)
+        if notice is not None:
+            sink = _AfterVersion(sink, notice)
         writer = _writer(cluster, simulated, lab, ctx, kubeconfig, context, sink)
         engine = Engine(doc, pool, journal, _Announced(writer, cluster, simulated, sink),
                         sink, EngineOptions(
@@ -272,6 +289,21 @@ def _writer(cluster: str, simulated: bool, lab: bool, ctx: click.Context,
 
         return KubeWriter(_kube_client(ctx, kubeconfig, context), sink)
     return SnapshotWriter(Path(cluster)) if simulated else NoWriter()
+
+
+class _AfterVersion:
+    """Passes events on, and `pending` right after the first one (the version event, which
+    stays first in the stream)."""
+
+    def __init__(self, inner: Any, pending: dict[str, Any]) -> None:
+        self.inner = inner
+        self.pending: dict[str, Any] | None = pending
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.inner.emit(event)
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.inner.emit(pending)
 
 
 class _Announced:

@@ -42,8 +42,8 @@ class RichProgressSink:
                 if kind == "change_summary":
                     self.console.print(f"[bold]{escape(event['@message'])}")
                 elif kind == "cluster_write" or event.get("@level") in ("warn", "error"):
-                    style = {"error": "red", "warn": "yellow"}.get(event["@level"], "")
-                    self.console.print(f"[{style}]{escape(event['@message'])}")
+                    style = {"error": "red", "warn": "yellow"}.get(event["@level"])
+                    self.console.print(escape(event["@message"]), style=style)
                 return
             mid = m["id"]
             if kind == "apply_start" and mid not in self.tasks:

@@ -167,3 +167,48 @@ def test_simulated_prompt_says_it_simulates(case: Case) -> None:
                     "--agents", "sim", input="no\n")
     assert r.returncode == 0
     assert "simulate these migrations" in r.stderr and "nothing in the cluster" in r.stderr
+
+
+def test_a_new_plan_after_an_earlier_simulation_reseeds_the_sim_agents(case: Case) -> None:
+    """Issue 11: apply a plan, put the snapshot back, plan anew (another fingerprint) and
+    apply in the same state directory. The sim agents kept the pods where the first run
+    moved them, so every migration used to roll back ("pod not on this node") with no
+    word why. Now the agents follow the snapshot again, and the stream says so."""
+    original = case.cluster.read_text()
+    case.plan()
+    first = case.invoke(*case.apply_args())
+    assert first.returncode == 0, first.stdout + first.stderr
+    case.cluster.write_text(original)
+    case.edit(case.policies, "name: drain-cordoned", "name: drain-cordoned-again")
+    second_fp = case.plan()["fingerprint"]
+    assert len(list(case.state.glob("runs/*"))) == 1  # not yet run: a new plan
+    r = case.invoke(*case.apply_args())
+    assert r.returncode == 0, r.stdout + r.stderr
+    events = parse_events(r.stdout)
+    assert events[0]["type"] == "version"
+    (notice,) = of_type(events, "sim_reseeded")
+    assert notice["@level"] == "warn" and "reseeded from cluster.yaml" in notice["@message"]
+    assert sorted(p.split(":")[0] for p in notice["pods"]) == sorted(PLANNED)
+    assert events[-1]["changes"]["migrated"] == 3 and not of_type(events, "apply_errored")
+    assert {o["pod"]: o["result"] for o in events[-1]["outcomes"]} == dict.fromkeys(
+        PLANNED, "migrated")
+    assert any(p.name.startswith(second_fp[:16]) for p in case.state.glob("runs/*"))
+    # Human output says it too.
+    case.cluster.write_text(original)
+    case.edit(case.policies, "name: drain-cordoned-again", "name: drain-cordoned-3")
+    case.plan()
+    human = case.invoke("apply", "plan.json", "--agents", "sim", "--sim-time-scale", "0.001")
+    assert human.returncode == 0, human.stderr
+    assert "[simulated] sim agents reseeded from cluster.yaml: 3 pod(s)" in " ".join(
+        human.stderr.split())
+
+
+def test_a_resumed_run_keeps_the_sim_agents_as_they_are(case: Case) -> None:
+    """The same plan again (its journal exists): no reseed, the journal's word stands."""
+    case.plan()
+    assert case.invoke(*case.apply_args()).returncode == 0
+    again = case.invoke(*case.apply_args())
+    assert again.returncode == 0, again.stdout + again.stderr
+    events = parse_events(again.stdout)
+    assert not of_type(events, "sim_reseeded")
+    assert events[-1]["changes"]["migrated"] == 3
