@@ -22,6 +22,7 @@ from livepolicy.apply.events import (
     SimulatedSink,
     TeeSink,
     make_event,
+    version_event,
 )
 from livepolicy.apply.journal import Journal
 from livepolicy.apply.kube_agents import ADDRESSES, DEFAULT_NAMESPACE, DEFAULT_SELECTOR, KubeAgents
@@ -46,7 +47,7 @@ from livepolicy.core.locking import StateLockBackend
 from livepolicy.core.yamlsrc import load_fast
 from livepolicy.planner.serialize import read_plan
 from livepolicy.render.markdown import render_apply_report
-from livepolicy.render.text import render
+from livepolicy.render.text import render, summary_line
 
 
 def _confirm(doc: dict[str, Any], simulated: bool) -> bool:
@@ -55,6 +56,23 @@ def _confirm(doc: dict[str, Any], simulated: bool) -> bool:
                 "cluster changes)?" if simulated else
                 "\nDo you want to perform these migrations?")
     return click.confirm(question, default=False, err=True)
+
+
+def _has_changes(doc: dict[str, Any]) -> bool:
+    s = doc["summary"]
+    return bool(s["migrations"] or s["labels_add"] or s["labels_remove"])
+
+
+def _no_changes(doc: dict[str, Any], as_json: bool) -> None:
+    """`apply` without a plan file when the fresh plan changes nothing: the plan's own
+    words ("No changes. ..."), no question asked, exit 0."""
+    if as_json:
+        sink = JsonLinesSink()
+        sink.emit(version_event())
+        sink.emit(make_event("change_summary", summary_line(doc), changes=dict.fromkeys(
+            ("migrated", "rolled_back", "failed", "skipped", "deferred"), 0), outcomes=[]))
+    else:
+        print_lines(render(doc, limit=50))
 
 
 def _agents_choice(agents: str | None, cluster: str) -> str:
@@ -142,6 +160,13 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
             raise DiagnosticError([Diagnostic("--cluster", "apply needs --cluster or a saved "
                                               "plan", None)])
         lab = cluster == "lab"  # the lab's own agents and record (livepolicy lab)
+        ps = load_policies(policies or "policies")
+        facts = load_facts(cluster)
+        if not planfile:
+            doc = plan_doc(facts, ps, resolve_now(None, facts))
+            if not _has_changes(doc):  # nothing to confirm, no agents, no lock: done
+                _no_changes(doc, as_json)
+                sys.exit(EXIT_OK)
         chosen = "lab" if lab else _agents_choice(agents, cluster)
         simulated = chosen == "sim"
         if not planfile and as_json and not yes:
@@ -150,10 +175,6 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
                                               "confirmed)", None)])
         if sim_faults and not simulated:
             raise DiagnosticError([Diagnostic("--sim-faults", "needs --agents sim", None)])
-        ps = load_policies(policies or "policies")
-        facts = load_facts(cluster)
-        if not planfile:
-            doc = plan_doc(facts, ps, resolve_now(None, facts))
         # Checked before confirming and locking: a typo or a missing agent costs nothing.
         listed: AgentTable | None = None
         if chosen == "kube":

@@ -212,3 +212,28 @@ def test_a_resumed_run_keeps_the_sim_agents_as_they_are(case: Case) -> None:
     events = parse_events(again.stdout)
     assert not of_type(events, "sim_reseeded")
     assert events[-1]["changes"]["migrated"] == 3
+
+
+def test_nothing_to_do_without_a_plan_file_asks_nothing(case: Case) -> None:
+    """Issue 11: a non-interactive `apply --cluster ...` used to prompt and exit 1 even
+    when the fresh plan changes nothing. Now: "No changes.", exit 0, no question, and
+    neither agents nor a lock are needed."""
+    case.plan()
+    assert case.invoke(*case.apply_args()).returncode == 0  # the cluster now converged
+    before = case.cluster.read_text()
+    runs = sorted(case.state.glob("runs/*"))
+    for extra in ((), ("--agents", "sim"), ("--agents", "no-such-agents.yaml")):
+        r = case.invoke("apply", "--cluster", "cluster.yaml", "--policies", "policies.yaml",
+                        *extra)  # stdin is empty: a question would abort with exit 1
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "No changes." in r.stdout
+        assert "Do you want" not in r.stderr and "Apply cancelled" not in r.stderr
+    r = case.invoke("apply", "--cluster", "cluster.yaml", "--policies", "policies.yaml",
+                    "--json")  # nothing to confirm: --yes is not needed either
+    assert r.returncode == 0, r.stdout + r.stderr
+    version, summary = parse_events(r.stdout)
+    assert version["type"] == "version" and summary["type"] == "change_summary"
+    assert summary["@message"].startswith("No changes.")
+    assert set(summary["changes"].values()) == {0} and summary["outcomes"] == []
+    assert case.cluster.read_text() == before
+    assert sorted(case.state.glob("runs/*")) == runs  # no new run, no journal
