@@ -14,12 +14,53 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from livepolicy.core.locking import LockHeld
+from livepolicy.core.locking import LockHeld, StateLockBackend
 
-__all__ = ["LockHeld", "StateLock", "force_unlock", "read_info"]
+__all__ = ["LockHeld", "LockWaitTimeout", "StateLock", "acquire_within", "force_unlock",
+           "read_info"]
+
+POLL_S = 0.25  # between two tries while waiting for a lock (flock or Lease alike)
+
+
+class LockWaitTimeout(LockHeld):
+    """Still held by someone else after `--lock-timeout` seconds of waiting."""
+
+    def __init__(self, held: LockHeld, waited_s: float) -> None:
+        super().__init__(held.info)
+        self.held = held
+        self.waited_s = waited_s
+
+    def __str__(self) -> str:
+        return f"waited {self.waited_s:g} s (--lock-timeout) and still: {self.held}"
+
+
+def acquire_within(lock: StateLockBackend, timeout_s: float,
+                   on_wait: Callable[[LockHeld], None] | None = None,
+                   *, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> None:
+    """`lock.acquire()`, tried again until `timeout_s` passed (0: once, as before), as
+    Terraform's -lock-timeout. Every backend says "held" the same way (LockHeld), so the
+    local flock and the Kubernetes Lease wait alike. `on_wait` hears the first refusal."""
+    deadline = clock() + max(timeout_s, 0.0)
+    told = False
+    while True:
+        try:
+            lock.acquire()
+            return
+        except LockHeld as exc:
+            left = deadline - clock()
+            if left <= 0:
+                if timeout_s <= 0:
+                    raise
+                raise LockWaitTimeout(exc, timeout_s) from None
+            if not told and on_wait is not None:
+                on_wait(exc)
+                told = True
+            sleep(min(POLL_S, left))
 
 
 class StateLock:

@@ -27,7 +27,7 @@ from livepolicy.apply.events import (
 from livepolicy.apply.journal import Journal
 from livepolicy.apply.kube_agents import ADDRESSES, DEFAULT_NAMESPACE, DEFAULT_SELECTOR, KubeAgents
 from livepolicy.apply.local_agents import LocalSimAgents
-from livepolicy.apply.lock import LockHeld, StateLock, force_unlock
+from livepolicy.apply.lock import LockHeld, StateLock, acquire_within, force_unlock
 from livepolicy.apply.stale import stale_reasons
 from livepolicy.cli.common import (
     EXIT_ERROR,
@@ -126,6 +126,9 @@ def _agents_choice(agents: str | None, cluster: str) -> str:
 @click.option("--lock-backend", type=click.Choice(["local", "kube"]), default="local",
               show_default=True, help="Where the apply lock lives: the state directory, or "
               "a Kubernetes Lease (kube-system/livepolicy-apply).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+              metavar="SECONDS", help="Wait up to this long for a lock another apply holds "
+              "(local or kube backend) before giving up.")
 @click.option("--kube-events", is_flag=True, help="Post Kubernetes Events on the pods for "
               "each migration phase (best-effort: never slows or fails the apply).")
 @click.option("--kubeconfig", metavar="FILE", help="The cluster's kubeconfig (--cluster "
@@ -141,7 +144,7 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
           agents: str | None, agents_namespace: str, agents_selector: str | None,
           agents_address: str, agent_token_file: str | None, agent_ca_file: str | None,
           yes: bool, as_json: bool, report: str | None, state_dir: str, parallelism: int,
-          sim_time_scale: float, lock_backend: str, kube_events: bool,
+          sim_time_scale: float, lock_backend: str, lock_timeout: float, kube_events: bool,
           kubeconfig: str | None, context: str | None, call_timeout: float | None,
           sim_faults: str | None) -> None:
     """Carry out a saved plan (or plan, confirm and apply) through the node agents, on the
@@ -192,7 +195,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
     with _apply_errors(as_json):
         lock = _lock(lock_backend, state, kubeconfig, context)
         try:
-            lock.acquire()
+            acquire_within(lock, lock_timeout, None if as_json else lambda held: click.echo(
+                f"Waiting up to {lock_timeout:g} s for the lock: {held}", err=True))
         except LockHeld as exc:
             raise DiagnosticError([Diagnostic(str(state), str(exc), None)]) from None
     writer: Any = None

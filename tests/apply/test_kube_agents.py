@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from livepolicy.apply.kube_agents import KubeAgents
 from livepolicy.cli.main import cli
 from livepolicy.core.diagnostics import DiagnosticError
 from livepolicy.kube.client import KubeClient
+from livepolicy.kube.lease import LeaseLock
 from livepolicy.kube.resources import DAEMONSETS, NAMESPACES, PODS, SECRETS, Resource
 from tests.apply.conftest import BASIC, PLANNED, parse_events
 from tests.kube.seed import put_cluster_info, seed
@@ -261,3 +265,34 @@ def test_apply_cluster_kube_with_sim_agents_simulates_and_writes_nothing(
     assert "nothing written to the cluster" in written["@message"]
     assert written["written"] is False
     assert _pods(kube) == before  # no pod moved, not even a label changed
+
+
+def test_lock_timeout_waits_for_a_held_lease(kube_env: KubeTestEnv, kube: KubeClient,
+                                             tmp_path: Path) -> None:
+    """`--lock-timeout` with `--lock-backend kube`: the Lease is tried again until its
+    holder lets go, or the time is up (the holder's ID in the message)."""
+    cluster = tmp_path / "cluster.yaml"
+    shutil.copy(BASIC / "cluster.yaml", cluster)
+    args = ["apply", "--cluster", str(cluster), "--agents", "sim", "--policies",
+            str(BASIC / "policies.yaml"), "--yes", "--json", "--sim-time-scale", "0.001",
+            "--state-dir", str(tmp_path / "state"), "--lock-backend", "kube",
+            "--kubeconfig", str(kube_env.kubeconfig_path)]
+    holder = LeaseLock(kube, renew=False)
+    holder.acquire()
+    timer = threading.Timer(1.5, holder.release)
+    try:
+        gave_up = CliRunner().invoke(cli, [*args, "--lock-timeout", "0.5"])
+        assert gave_up.exit_code == 1, gave_up.output
+        assert "waited 0.5 s (--lock-timeout)" in gave_up.output
+        assert holder.id in gave_up.output
+        assert "nodeName: a1" in cluster.read_text()  # nothing moved
+        timer.start()
+        started = time.monotonic()
+        done = CliRunner().invoke(cli, [*args, "--lock-timeout", "30"])
+        assert done.exit_code == 0, done.output
+        assert time.monotonic() - started >= 1.0  # it waited for the holder
+        assert '"migrated": 3' in done.output
+    finally:
+        timer.cancel()
+        timer.join()
+        holder.release()

@@ -111,3 +111,39 @@ def test_state_lock_in_process(tmp_path: Path) -> None:
     with b:
         assert json.loads((tmp_path / "st" / "lock.json").read_text())["id"] == b.id
     assert not (tmp_path / "st" / "lock.json").exists()
+
+
+def test_lock_timeout_waits_for_the_holder_then_gives_up_or_proceeds(case: Case) -> None:
+    """`--lock-timeout N` (issue 11): a held lock is tried again for N seconds. Without it
+    (0, the default) a held lock fails at once, as before."""
+    import threading
+    import time
+
+    case.plan()
+    before = case.cluster.read_text()
+    holder = StateLock(case.state)
+    holder.acquire()
+    try:
+        at_once = case.invoke(*case.apply_args())
+        assert at_once.returncode == 1 and "waited" not in at_once.stderr
+        started = time.monotonic()
+        gave_up = case.invoke(*case.apply_args("--lock-timeout", "0.6"))
+        waited = time.monotonic() - started
+        assert gave_up.returncode == 1
+        (event,) = parse_events(gave_up.stdout)
+        assert event["@message"].startswith("waited 0.6 s (--lock-timeout) and still: state "
+                                            f"is locked by another apply: ID {holder.id}")
+        assert waited >= 0.6
+        assert case.cluster.read_text() == before
+    finally:
+        timer = threading.Timer(1.0, holder.release)
+        timer.start()
+    started = time.monotonic()
+    r = case.invoke("apply", "plan.json", "--agents", "sim", "--sim-time-scale", "0.001",
+                    "--lock-timeout", "30")
+    timer.join()
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - started >= 0.5  # it did wait for the holder
+    assert "Waiting up to 30 s for the lock: state is locked by another apply: ID " \
+        f"{holder.id}" in " ".join(r.stderr.split())
+    assert "3 migrated" in r.stderr
