@@ -234,3 +234,36 @@ def test_graph_exports() -> None:
     j = json.loads(run("graph", "--cluster", BASIC, "--policies", BASIC_POL, "--format",
                        "json").output)
     assert {n["name"] for n in j["nodes"]} == {"a1", "a2", "a3", "b1", "old-c3", "arm1"}
+
+
+@pytest.mark.parametrize(("command", "code"), [
+    (["plan", "--cluster", BASIC, "--policies", BASIC_POL], 0),
+    (["show", "{plan}"], 0),
+    (["apply", "--cluster", "{cluster}", "--policies", BASIC_POL, "--agents", "sim", "--yes",
+      "--sim-time-scale", "0.001", "--state-dir", "{state}"], 0),
+    (["plan", "--cluster", "no-such-cluster.yaml", "--policies", BASIC_POL], 1),  # red
+], ids=["plan", "show", "apply", "error"])
+def test_no_color_removes_every_escape_code(tmp_path: Path, command: list[str],
+                                            code: int) -> None:
+    """`--no-color` (issue 11): with colours forced on (FORCE_COLOR, as on a terminal),
+    the command's output carries escape codes; with --no-color, none on either stream
+    (not even the progress display's cursor controls)."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(run("plan", "--cluster", BASIC, "--policies", BASIC_POL, "--json").stdout)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text((ROOT / BASIC).read_text())
+    args = [a.format(plan=plan, cluster=cluster, state=tmp_path / "state") for a in command]
+    env = {"PATH": "/usr/bin:/bin", "FORCE_COLOR": "1", "COLUMNS": "120"}
+
+    def output(*extra: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "livepolicy", *args, *extra], cwd=ROOT,
+                           capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert r.returncode == code, r.stdout + r.stderr
+        return r.stdout + r.stderr
+
+    if command[0] != "apply":  # apply once only: a second run would have nothing to do
+        assert "\x1b[" in output()
+    plain = output("--no-color")
+    assert plain.strip() and "\x1b" not in plain, plain
+    if command[0] == "apply":
+        assert "[simulated] Apply complete! 3 migrated" in plain

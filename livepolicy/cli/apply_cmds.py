@@ -37,6 +37,7 @@ from livepolicy.cli.common import (
     json_option,
     load_facts,
     load_policies,
+    no_color_option,
     plan_doc,
     print_lines,
     resolve_now,
@@ -115,6 +116,7 @@ def _agents_choice(agents: str | None, cluster: str) -> str:
               "CA of the agents' certificate (default: read from the chart's Secret).")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking (no saved plan).")
 @json_option
+@no_color_option
 @click.option("--report", type=click.Path(dir_okay=False),
               help="Write a Markdown report fit for a pull-request comment.")
 @click.option("--state-dir", default=".livepolicy", show_default=True,
@@ -434,6 +436,7 @@ def _lock(backend: str, state: Path, kubeconfig: str | None,
 
 
 @click.command(name="force-unlock")
+@no_color_option
 @click.argument("lock_id")
 @click.option("--state-dir", default=".livepolicy", show_default=True)
 @click.option("--lock-backend", type=click.Choice(["local", "kube"]), default="local",

@@ -30,8 +30,35 @@ EXIT_CHANGES = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+class _Consoles:
+    """The consoles of the running command (replaced by --no-color)."""
+
+    color = True
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
+
+
+def new_console(**kwargs: Any) -> Console:
+    """A console that follows --no-color: then not even a terminal's cursor controls (the
+    live progress display) are written, only plain lines."""
+    if _Consoles.color:
+        return Console(**kwargs)
+    return Console(color_system=None, force_terminal=False, **kwargs)
+
+
+def _set_color(ctx: click.Context, param: click.Parameter, no_color: bool) -> bool:
+    """--no-color: the consoles of this command emit no escape codes (no colour, no bold);
+    set on every command, so a previous in-process command does not leak into the next."""
+    _Consoles.color = not no_color
+    _Consoles.err = new_console(stderr=True, highlight=False, soft_wrap=True)
+    _Consoles.out = new_console(highlight=False, soft_wrap=True)
+    return no_color
+
+
+def no_color_option(f: F) -> F:
+    return click.option("--no-color", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_set_color, help="No colours or other terminal styles "
+                        "(as does the NO_COLOR environment variable for colours).")(f)
 
 
 def fail(diags: list[Diagnostic], as_json: bool = False) -> NoReturn:
@@ -40,8 +67,8 @@ def fail(diags: list[Diagnostic], as_json: bool = False) -> NoReturn:
             d.to_json() for d in diags]}, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         for d in diags:
-            err_console.print(Text(d.format(), style="red"))
-        err_console.print(Text(f"{len(diags)} problem(s) found.", style="bold red"))
+            _Consoles.err.print(Text(d.format(), style="red"))
+        _Consoles.err.print(Text(f"{len(diags)} problem(s) found.", style="bold red"))
     sys.exit(EXIT_ERROR)
 
 
@@ -89,7 +116,7 @@ def print_json(data: Any) -> None:
 
 def print_lines(lines: list[tuple[str, str]]) -> None:
     for style, line in lines:
-        out_console.print(Text(line, style=style or ""))
+        _Consoles.out.print(Text(line, style=style or ""))
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -15,6 +15,7 @@ from livepolicy.cli.common import (
     json_option,
     load_facts,
     load_policies,
+    no_color_option,
     plan_doc,
     policies_option,
     print_json,
@@ -30,6 +31,7 @@ from livepolicy.render.text import render
 @cluster_option
 @policies_option
 @json_option
+@no_color_option
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan to FILE.")
 @click.option("--markdown", "markdown", type=click.Path(dir_okay=False),
               help="Also write a Markdown summary fit for a pull-request comment.")
@@ -62,6 +64,7 @@ def plan(cluster: str, policies: str, as_json: bool, out: str | None, markdown: 
 @click.command()
 @click.argument("planfile", type=click.Path(exists=True, dir_okay=False))
 @json_option
+@no_color_option
 @click.option("--markdown", is_flag=True, help="Print the Markdown (pull-request) view.")
 def show(planfile: str, as_json: bool, markdown: bool) -> None:
     """Print a saved plan."""

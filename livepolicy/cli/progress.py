@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from livepolicy.cli.common import new_console
+
 _PHASE_STEP = {"preparing": 1, "checkpointing": 2, "transferring": 3, "restoring": 4,
                "verifying": 5, "committing": 6}
 _STEPS = 7
@@ -17,7 +19,7 @@ _STEPS = 7
 class RichProgressSink:
     def __init__(self, total: int, console: Console | None = None, *,
                  prefix: str = "") -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or new_console(stderr=True)
         self.prefix = prefix  # "[simulated] " for sim agents: on the bars as on the lines
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[phase]}"), TimeElapsedColumn(),
