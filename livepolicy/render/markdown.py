@@ -18,15 +18,24 @@ _env.filters["duration"] = format_duration_ms
 _env.filters["reasons"] = reasons_text
 
 
+def migration_notes(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(pod, note) pairs of every migration, warnings first: what the terminal view prints
+    under each migration line, gathered above the tables so a reviewer cannot miss them."""
+    pairs = [(m["pod"], n) for m in doc["migrations"] for n in m["notes"]]
+    return sorted(pairs, key=lambda p: p[1]["severity"] != "warn")
+
+
 def render_markdown(doc: dict[str, Any], max_chars: int = GITHUB_LIMIT - 1_000) -> str:
     """Render; when too long, drop rows (never the summary) and say how many were left out."""
     tmpl = _env.get_template("plan.md.j2")
+    notes = migration_notes(doc)
     limit = None
     while True:
-        text = tmpl.render(doc=doc, summary=summary_line(doc), limit=limit)
+        text = tmpl.render(doc=doc, summary=summary_line(doc), notes=notes, limit=limit)
         if len(text) <= max_chars:
             return text
-        longest = max(len(doc["migrations"]), len(doc["blocked"]), len(doc["labels"]))
+        longest = max(len(doc["migrations"]), len(doc["blocked"]), len(doc["labels"]),
+                      len(notes))
         limit = (limit if limit is not None else longest) // 2
         if limit == 0:
             return text[:max_chars] + "\n\n> Plan truncated.\n"
