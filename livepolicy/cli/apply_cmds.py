@@ -29,6 +29,7 @@ from livepolicy.apply.kube_agents import ADDRESSES, DEFAULT_NAMESPACE, DEFAULT_S
 from livepolicy.apply.local_agents import LocalSimAgents
 from livepolicy.apply.lock import LockHeld, StateLock, acquire_within, force_unlock
 from livepolicy.apply.stale import stale_reasons
+from livepolicy.apply.targets import parse_targets, restrict, targeted_warning
 from livepolicy.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -41,18 +42,20 @@ from livepolicy.cli.common import (
     plan_doc,
     print_lines,
     resolve_now,
+    target_option,
 )
+from livepolicy.cli.plan_cmds import terminal_view
 from livepolicy.cli.progress import RichProgressSink
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
 from livepolicy.core.locking import StateLockBackend
 from livepolicy.core.yamlsrc import load_fast
 from livepolicy.planner.serialize import read_plan
 from livepolicy.render.markdown import render_apply_report
-from livepolicy.render.text import render, summary_line
+from livepolicy.render.text import summary_line
 
 
 def _confirm(doc: dict[str, Any], simulated: bool) -> bool:
-    print_lines(render(doc, limit=50))
+    print_lines(terminal_view(doc, limit=50))
     question = ("\nDo you want to simulate these migrations (sim agents: nothing in the "
                 "cluster changes)?" if simulated else
                 "\nDo you want to perform these migrations?")
@@ -73,7 +76,7 @@ def _no_changes(doc: dict[str, Any], as_json: bool) -> None:
         sink.emit(make_event("change_summary", summary_line(doc), changes=dict.fromkeys(
             ("migrated", "rolled_back", "failed", "skipped", "deferred"), 0), outcomes=[]))
     else:
-        print_lines(render(doc, limit=50))
+        print_lines(terminal_view(doc, limit=50))
 
 
 def _agents_choice(agents: str | None, cluster: str) -> str:
@@ -114,6 +117,7 @@ def _agents_choice(agents: str | None, cluster: str) -> str:
               "the agents' bearer token (default: read from the chart's Secret).")
 @click.option("--agent-ca-file", type=click.Path(dir_okay=False), help="--agents kube: the "
               "CA of the agents' certificate (default: read from the chart's Secret).")
+@target_option
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking (no saved plan).")
 @json_option
 @no_color_option
@@ -145,7 +149,8 @@ def _agents_choice(agents: str | None, cluster: str) -> str:
 def apply(planfile: str | None, cluster: str | None, policies: str | None,
           agents: str | None, agents_namespace: str, agents_selector: str | None,
           agents_address: str, agent_token_file: str | None, agent_ca_file: str | None,
-          yes: bool, as_json: bool, report: str | None, state_dir: str, parallelism: int,
+          target: tuple[str, ...], yes: bool, as_json: bool, report: str | None,
+          state_dir: str, parallelism: int,
           sim_time_scale: float, lock_backend: str, lock_timeout: float, kube_events: bool,
           kubeconfig: str | None, context: str | None, call_timeout: float | None,
           sim_faults: str | None) -> None:
@@ -157,6 +162,11 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
     ctx.meta["livepolicy.kubeconfig"] = kubeconfig
     ctx.meta["livepolicy.context"] = context
     with _apply_errors(as_json):
+        targets = parse_targets(target)
+        if planfile and targets:
+            raise DiagnosticError([Diagnostic("--target", "targets are chosen when planning: "
+                                              f"make the plan with --target instead of "
+                                              f"applying {planfile} with it", None)])
         if planfile:
             doc = read_plan(Path(planfile))
             cluster = cluster or doc["cluster"]["source"]
@@ -169,6 +179,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
         facts = load_facts(cluster)
         if not planfile:
             doc = plan_doc(facts, ps, resolve_now(None, facts))
+            if targets:
+                doc = restrict(doc, targets)
             if not _has_changes(doc):  # nothing to confirm, no agents, no lock: done
                 _no_changes(doc, as_json)
                 sys.exit(EXIT_OK)
@@ -227,7 +239,10 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
                     planfile, "Saved plan is stale: " + "; ".join(reasons[:20])
                     + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
                     + ". Run `livepolicy plan` again.", None)])
-        notice: dict[str, Any] | None = None  # said right after the version event
+        notices: list[dict[str, Any]] = []  # said right after the version event
+        warning = targeted_warning(doc)
+        if warning:
+            notices.append(make_event("targeted", warning, "warn", targets=doc["targets"]))
         if lab:
             from livepolicy.cli.lab_cmds import LabAgentPool
 
@@ -244,12 +259,12 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
                 stray = pool.disagreements(facts) if not records else []
                 if stray:
                     pool.reseed(facts)
-                    notice = make_event(
+                    notices.append(make_event(
                         "sim_reseeded", f"sim agents reseeded from {cluster}: {len(stray)} "
                         f"pod(s) ran where an earlier simulation in {state} left them, not "
                         "where the snapshot says (" + "; ".join(stray[:5])
                         + (f"; and {len(stray) - 5} more" if len(stray) > 5 else "") + ")",
-                        "warn", pods=stray)
+                        "warn", pods=stray))
                 else:
                     pool.seed(facts)
             except (RuntimeError, OSError, AgentClientError) as exc:
@@ -269,8 +284,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
             sink = TeeSink(sink, _kube_event_sink(stack, doc, kubeconfig, context))
         if simulated:
             sink = SimulatedSink(sink)
-        if notice is not None:
-            sink = _AfterVersion(sink, notice)
+        if notices:
+            sink = _AfterVersion(sink, notices)
         writer = _writer(cluster, simulated, lab, ctx, kubeconfig, context, sink)
         engine = Engine(doc, pool, journal, _Announced(writer, cluster, simulated, sink),
                         sink, EngineOptions(
@@ -319,18 +334,18 @@ def _writer(cluster: str, simulated: bool, lab: bool, ctx: click.Context,
 
 
 class _AfterVersion:
-    """Passes events on, and `pending` right after the first one (the version event, which
+    """Passes events on, and the `pending` ones right after the first one (the version event, which
     stays first in the stream)."""
 
-    def __init__(self, inner: Any, pending: dict[str, Any]) -> None:
+    def __init__(self, inner: Any, pending: list[dict[str, Any]]) -> None:
         self.inner = inner
-        self.pending: dict[str, Any] | None = pending
+        self.pending = pending
 
     def emit(self, event: dict[str, Any]) -> None:
         self.inner.emit(event)
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            self.inner.emit(pending)
+        pending, self.pending = self.pending, []
+        for e in pending:
+            self.inner.emit(e)
 
 
 class _Announced:

@@ -149,6 +149,14 @@ def policies_option(f: F) -> F:
                         metavar="DIR", help="Directory of policy files.")(f)
 
 
+def target_option(f: F) -> F:
+    """--target (plan, apply): see livepolicy/apply/targets.py."""
+    return click.option("--target", multiple=True, metavar="NS/NAME|node/NAME|policy/NAME",
+                        help="Only the migrations of this pod, off or onto this node, or of "
+                        "this policy (repeatable; as Terraform's -target: for exceptions, "
+                        "the output says the plan is targeted).")(f)
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True,
                         help="Machine-readable JSON output.")(f)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from livepolicy.apply.targets import parse_targets, restrict, targeted_warning, unmatched
 from livepolicy.cli.common import (
     EXIT_CHANGES,
     EXIT_OK,
@@ -21,6 +23,7 @@ from livepolicy.cli.common import (
     print_json,
     print_lines,
     resolve_now,
+    target_option,
 )
 from livepolicy.planner.serialize import dumps, read_plan
 from livepolicy.render.markdown import render_markdown
@@ -39,21 +42,28 @@ from livepolicy.render.text import render
               help="Exit 0 when nothing changes, 2 when the plan has changes, 1 on error.")
 @click.option("--now", help="Evaluate age-based selectors at this RFC 3339 time.")
 @click.option("--limit", default=0, type=int, help="Rows per section in the terminal (0: all).")
+@target_option
 def plan(cluster: str, policies: str, as_json: bool, out: str | None, markdown: str | None,
-         detailed_exitcode: bool, now: str | None, limit: int) -> None:
+         detailed_exitcode: bool, now: str | None, limit: int, target: tuple[str, ...]
+         ) -> None:
     """Compute which pods would live-migrate where, and which cannot and why."""
     with diagnostics_exit(as_json):
+        targets = parse_targets(target)
         ps = load_policies(policies)
         facts = load_facts(cluster)
         doc = plan_doc(facts, ps, resolve_now(now, facts))
+        if targets:
+            for t in unmatched(doc, targets):
+                click.echo(f"Warning: --target {t} matches no planned migration.", err=True)
+            doc = restrict(doc, targets)
     if out:
         Path(out).write_bytes(dumps(doc))
     if markdown:
-        Path(markdown).write_text(render_markdown(doc), encoding="utf-8")
+        Path(markdown).write_text(markdown_view(doc), encoding="utf-8")
     if as_json:
         sys.stdout.buffer.write(dumps(doc))
     else:
-        print_lines(render(doc, limit))
+        print_lines(terminal_view(doc, limit))
         if out:
             print_lines([("", f"\nSaved the plan to {out}. To apply it: livepolicy apply {out}")])
     changes = doc["summary"]["migrations"] or doc["summary"]["labels_add"] or \
@@ -73,6 +83,18 @@ def show(planfile: str, as_json: bool, markdown: bool) -> None:
     if as_json:
         print_json(doc)
     elif markdown:
-        sys.stdout.write(render_markdown(doc))
+        sys.stdout.write(markdown_view(doc))
     else:
-        print_lines(render(doc))
+        print_lines(terminal_view(doc))
+
+
+def terminal_view(doc: dict[str, Any], limit: int = 0) -> list[tuple[str, str]]:
+    """The plan's terminal lines; a targeted plan says so under its first line."""
+    lines = render(doc, limit)
+    warning = targeted_warning(doc)
+    return [*lines[:1], ("yellow", warning), *lines[1:]] if warning else lines
+
+
+def markdown_view(doc: dict[str, Any]) -> str:
+    warning = targeted_warning(doc)
+    return (f"> **{warning}**\n\n" if warning else "") + render_markdown(doc)
