@@ -149,4 +149,5 @@ def _id_runs(m: _Model, ids: Iterable[str]) -> list[str]:
             out[-1].append(c)
         else:
             out.append([c])
-    return [r[0] if len(r) < 3 else f"{r[0]}\u2013{r[-1]}" for r in out]
+    # A run of two is both ids (c01, c02), not a range: it used to print only the first.
+    return [item for r in out for item in (r if len(r) < 3 else [f"{r[0]}\u2013{r[-1]}"])]
