@@ -26,6 +26,7 @@ from livepolicy.apply.events import (
 )
 from livepolicy.apply.journal import Journal
 from livepolicy.apply.kube_agents import ADDRESSES, DEFAULT_NAMESPACE, DEFAULT_SELECTOR, KubeAgents
+from livepolicy.apply.kube_journal import JournalMirrorError
 from livepolicy.apply.local_agents import LocalSimAgents
 from livepolicy.apply.lock import LockHeld, StateLock, acquire_within, force_unlock
 from livepolicy.apply.stale import stale_reasons
@@ -217,7 +218,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
     with ExitStack() as stack, _apply_errors(as_json):
         stack.callback(lock.release)
         run_dir = state / "runs" / str(doc["fingerprint"])[:16]
-        journal = Journal(run_dir / "journal.jsonl")
+        notices: list[dict[str, Any]] = []  # said right after the version event
+        journal = _journal(run_dir, lock, lock_backend, str(doc["fingerprint"]), notices)
         stack.callback(journal.close)
         # A resumed run: what this plan's earlier runs changed in the snapshot (pods bound
         # to new nodes, eviction requests, labels) is not a reason to call it stale. Nodes
@@ -239,7 +241,6 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
                     planfile, "Saved plan is stale: " + "; ".join(reasons[:20])
                     + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
                     + ". Run `livepolicy plan` again.", None)])
-        notices: list[dict[str, Any]] = []  # said right after the version event
         warning = targeted_warning(doc)
         if warning:
             notices.append(make_event("targeted", warning, "warn", targets=doc["targets"]))
@@ -297,6 +298,30 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
         write_report(Path(report), doc, cluster, result, simulated=simulated)
     failures = int(getattr(writer, "failures", 0))
     sys.exit(EXIT_OK if result.ok and not failures else EXIT_ERROR)
+
+
+def _journal(run_dir: Path, lock: Any, backend: str, fingerprint: str,
+             notices: list[dict[str, Any]]) -> Journal:
+    """The run's journal; with the kube lock backend also kept in the cluster (see
+    apply/kube_journal.py), and taken from there when it is ahead of the local one."""
+    path = run_dir / "journal.jsonl"
+    if backend != "kube":
+        return Journal(path)
+    from livepolicy.apply.kube_journal import KubeJournalStore
+    from livepolicy.kube.errors import KubeError
+
+    store = KubeJournalStore(lock.client, fingerprint, lock.namespace)
+    try:
+        seed = store.load()
+    except KubeError as exc:
+        raise DiagnosticError([Diagnostic("--lock-backend kube", f"cannot read the "
+                                          f"journal in {store.where}: {exc}", None)]) from None
+    journal = Journal(path, mirror=store.save, seed=seed)
+    if journal.seeded:
+        notices.append(make_event("journal_from_cluster", f"resuming from the journal in "
+                                  f"{store.where}: it is ahead of {path}",
+                                  "warn", configmap=store.where))
+    return journal
 
 
 def _kube_client(ctx: click.Context, kubeconfig: str | None, context: str | None) -> Any:
@@ -380,7 +405,12 @@ def _apply_errors(as_json: bool) -> Iterator[None]:
     """Diagnostics exit 1 with located messages on stderr; with --json, stdout keeps to one
     JSON event per line (a Terraform-style `diagnostic` event for each)."""
     try:
-        yield
+        try:
+            yield
+        except JournalMirrorError as exc:  # stopped as by a crash: resumable
+            raise DiagnosticError([Diagnostic("--lock-backend kube", f"{exc}; the apply "
+                                              "stopped; run it again to resume", None)]
+                                  ) from None
     except DiagnosticError as exc:
         if as_json:
             out = JsonLinesSink()

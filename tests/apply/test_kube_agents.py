@@ -27,12 +27,21 @@ from ruamel.yaml import YAML
 
 from livepolicy.agent import AgentClient
 from livepolicy.apply.kube_agents import KubeAgents
+from livepolicy.apply.local_agents import LocalSimAgents
+from livepolicy.cli.common import load_facts
 from livepolicy.cli.main import cli
 from livepolicy.core.diagnostics import DiagnosticError
 from livepolicy.kube.client import KubeClient
 from livepolicy.kube.lease import LeaseLock
 from livepolicy.kube.resources import DAEMONSETS, NAMESPACES, PODS, SECRETS, Resource
-from tests.apply.conftest import BASIC, PLANNED, parse_events
+from tests.apply.conftest import (
+    BASIC,
+    PLANNED,
+    assert_each_pod_once,
+    parse_events,
+    pods_on_agents,
+    unfinished_migrations,
+)
 from tests.kube.seed import put_cluster_info, seed
 from tests.kube.test_chart_render import agent_args, find, render, secret_data
 from tests.support.envtest import KubeTestEnv, kube_test_env
@@ -296,3 +305,61 @@ def test_lock_timeout_waits_for_a_held_lease(kube_env: KubeTestEnv, kube: KubeCl
         timer.cancel()
         timer.join()
         holder.release()
+
+
+@pytest.mark.slow
+def test_killed_kube_locked_apply_resumes_from_a_fresh_directory(
+        kube_env: KubeTestEnv, kube: KubeClient, tmp_path: Path) -> None:
+    """Issue 11: with `--lock-backend kube` the journal lives in the cluster beside the
+    Lease. An apply SIGKILLed mid-migration in one working directory is finished from
+    another that has only the plan: it waits for the dead run's Lease to expire
+    (--lock-timeout), takes the journal from the ConfigMap, settles the interrupted
+    migration and carries out the rest; every pod runs exactly once."""
+    kubeconfig = str(kube_env.kubeconfig_path)
+    cluster = tmp_path / "cluster.yaml"
+    shutil.copy(BASIC / "cluster.yaml", cluster)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        d.mkdir()
+    planned = CliRunner().invoke(cli, ["plan", "--cluster", str(cluster), "--policies",
+                                       str(BASIC / "policies.yaml"), "--out",
+                                       str(first / "plan.json")])
+    assert planned.exit_code == 0, planned.output
+    shutil.copy(first / "plan.json", second / "plan.json")
+    facts = load_facts(str(cluster))
+    pool = LocalSimAgents(tmp_path / "shared", facts, time_scale=1.0)  # seconds per move
+    pool.start()
+    try:
+        pool.seed(facts)
+        agents = tmp_path / "agents.yaml"
+        agents.write_text("".join(
+            f"{node}:\n  url: {pool.endpoint(node).url}\n  tokenFile: "
+            f"{a.state_dir / 'token'}\n" for node, a in pool.agents.items()))
+        args = ["apply", "plan.json", "--agents", str(agents), "--json", "--lock-backend",
+                "kube", "--kubeconfig", kubeconfig, "--call-timeout", "30"]
+        proc = subprocess.Popen([sys.executable, "-m", "livepolicy", *args], cwd=first,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line).get("phase") == "transferring":
+                break
+        else:
+            raise AssertionError(f"apply ended early ({proc.wait()})")
+        proc.kill()  # SIGKILL: no release, no rollback, the Lease left to expire
+        proc.wait()
+        proc.stdout.close()
+        assert not (second / ".livepolicy").exists()
+        r = subprocess.run([sys.executable, "-m", "livepolicy", *args, "--lock-timeout",
+                            "90"], cwd=second, capture_output=True, text=True, timeout=240,
+                           check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        events = parse_events(r.stdout)
+        (resumed,) = [e for e in events if e["type"] == "journal_from_cluster"]
+        assert "ConfigMap kube-system/livepolicy-apply-journal-" in resumed["@message"]
+        assert any(e.get("recovered") for e in events), "the interrupted move was settled"
+        assert events[-1]["changes"]["migrated"] == 3, events[-1]
+        assert_each_pod_once(pods_on_agents(pool), facts, PLANNED)
+        assert not unfinished_migrations(pool)
+    finally:
+        pool.stop()
