@@ -11,6 +11,9 @@
 #   runc v1.5.3: built with cgo and libseccomp (Debian's libseccomp-dev).
 #   CNI plugins v1.10.0: bridge, host-local, loopback, portmap.
 #
+# Also the pod sandbox image (scripts/node-testenv/pause.c, static, packed by
+# scripts/oci_image.py) into $LIVEPOLICY_CACHE/node/images/pause.oci.tar.
+#
 # Idempotent: each binary has a stamp (version, build flags, BUILD_REV); when
 # every stamp matches the script returns at once. Safe to run concurrently.
 #
@@ -24,6 +27,7 @@ CONTAINERD_VERSION=v2.3.7
 RUNC_VERSION=v1.5.3
 CNI_VERSION=v1.10.0
 MIN_GO=1.26.8            # containerd v2.3.7's go directive
+PAUSE_IMAGE=registry.k8s.io/pause:3.10-livepolicy  # tests/support/nodeenv.py
 BUILD_REV=1              # bump when the build commands below change
 
 force=0
@@ -87,7 +91,28 @@ for t in "${targets[@]}"; do
   fi
 done
 
-print_paths() { echo "node binaries: $bin"; }
+print_paths() { echo "node binaries: $bin"; echo "node images: $images"; }
+
+# The sandbox image: rebuilt when pause.c or the packer changes (its hash is the stamp).
+images="$cache/node/images"
+mkdir -p "$images"
+pause_src="$here/node-testenv/pause.c"
+pause_stamp="$(cat "$pause_src" "$here/oci_image.py" | sha256sum | cut -c1-16)"
+if [[ $force == 1 || ! -f "$images/pause.oci.tar" ]] \
+   || [[ "$(cat "$images/pause.oci.tar.stamp" 2>/dev/null)" != "$pause_stamp" ]]; then
+  echo "pause: building the sandbox image ..." >&2
+  work="$(mktemp -d)"
+  mkdir "$work/root"
+  gcc -static -O2 -s -o "$work/root/pause" "$pause_src"
+  python3 "$here/oci_image.py" layer --root "$work/root" --path pause --epoch 0 \
+    --out "$work/pause.tar.gz" >/dev/null
+  python3 "$here/oci_image.py" image --layer "$work/pause.tar.gz.json" \
+    --ref "$PAUSE_IMAGE" --epoch 0 --entrypoint '["/pause"]' \
+    --history "livepolicy node testenv: static pause" --out "$images/pause.oci.tar" >/dev/null
+  rm -rf "$work"
+  echo "$pause_stamp" >"$images/pause.oci.tar.stamp"
+fi
+
 if [[ ${#stale[@]} == 0 ]]; then print_paths; exit 0; fi
 
 exec 9>"$cache/.setup-node-testenv.lock"

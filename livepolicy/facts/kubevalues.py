@@ -89,4 +89,6 @@ def image_family(os_image: str, labels: Mapping[str, str]) -> str:
         return "FAMILY_BOTTLEROCKET"
     if "ubuntu" in text:
         return "FAMILY_UBUNTU"
+    if text.startswith("debian"):
+        return "FAMILY_DEBIAN"
     return "FAMILY_OTHER" if text else ""

@@ -20,6 +20,7 @@ from livepolicy.agent.runtimes.base import PodRef
 from livepolicy.agent.runtimes.kubelet_api import KubeletAuth, KubeletClient
 from livepolicy.agent.runtimes.kubelet_image import (
     CHECKPOINT_ANNOTATION,
+    CRIO_CHECKPOINT_ANNOTATION,
     ContainerdImages,
     parse_version,
     restore_option,
@@ -115,7 +116,8 @@ def test_oci_layout_is_a_valid_checkpoint_image() -> None:
     manifest_blob = files[f"blobs/sha256/{desc['digest'].split(':')[1]}"]
     assert len(manifest_blob) == desc["size"]
     manifest = json.loads(manifest_blob)
-    assert manifest["annotations"] == {CHECKPOINT_ANNOTATION: "app"}
+    assert manifest["annotations"] == {CHECKPOINT_ANNOTATION: "app",
+                                       CRIO_CHECKPOINT_ANNOTATION: "app"}
     (lay,) = manifest["layers"]
     assert lay == {"mediaType": "application/vnd.oci.image.layer.v1.tar",
                    "digest": f"sha256:{hashlib.sha256(layer).hexdigest()}", "size": len(layer)}

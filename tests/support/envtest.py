@@ -257,13 +257,13 @@ def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
 # --------------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    """Bind-probe ``count`` distinct loopback ports (racy; callers retry)."""
+def _free_ports(count: int, address: str = _LOCALHOST) -> list[int]:
+    """Bind-probe ``count`` distinct ports of ``address`` (racy; callers retry)."""
     socks: list[socket.socket] = []
     try:
         for _ in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((_LOCALHOST, 0))
+            s.bind((address, 0))
             socks.append(s)
         return [int(s.getsockname()[1]) for s in socks]
     finally:
@@ -362,6 +362,8 @@ class KubeTestEnv:
         start_timeout: float = _DEFAULT_START_TIMEOUT,
         extra_apiserver_args: Sequence[str] = (),
         keep_work_dir: bool = False,
+        address: str = _LOCALHOST,
+        pki_hook: Callable[[Path], Sequence[str]] | None = None,
     ) -> None:
         """Prepare (but do not start) an environment.
 
@@ -369,8 +371,14 @@ class KubeTestEnv:
         bounds the whole start-up (etcd, apiserver ``/readyz``, namespace
         ``default``); ``extra_apiserver_args`` are appended to the kube-apiserver
         command line (later flags win); ``keep_work_dir`` leaves the temporary
-        directory (certs, logs, etcd data) behind for debugging.
+        directory (certs, logs, etcd data) behind for debugging; ``address`` is
+        where kube-apiserver binds and what it advertises (a local address other
+        than loopback when pods must reach it, as in tests/support/nodeenv.py).
+        ``pki_hook`` is called with the pki directory (CA keys included) before
+        kube-apiserver starts; the flags it returns are appended too.
         """
+        self.address = address
+        self._pki_hook = pki_hook
         self._bin_dir = bin_dir
         self._start_timeout = start_timeout
         self._extra_apiserver_args = tuple(extra_apiserver_args)
@@ -411,6 +419,8 @@ class KubeTestEnv:
         atexit.register(self.stop)
         try:
             self._write_pki()
+            if self._pki_hook is not None:
+                self._extra_apiserver_args += tuple(self._pki_hook(self._pki))
             self._start_etcd(binaries.etcd, deadline)
             self._start_apiserver(binaries.kube_apiserver, deadline)
             self._write_kubeconfig()
@@ -603,7 +613,9 @@ class KubeTestEnv:
             serving_ca,
             _name("localhost"),
             ExtendedKeyUsageOID.SERVER_AUTH,
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(_LOCALHOST))],
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(_LOCALHOST)),
+             *([x509.IPAddress(ipaddress.ip_address(self.address))]
+               if self.address != _LOCALHOST else [])],
         )
         client_ca = _make_ca("livepolicy-envtest-client-ca")
         admin = _make_leaf(
@@ -611,6 +623,9 @@ class KubeTestEnv:
         )
         sa_key = ec.generate_private_key(ec.SECP256R1())
         _write(pki / "serving-ca.crt", _cert_pem(serving_ca.cert), 0o644)
+        # Kept so that more certificates can be issued (kubelets, nodeenv.py).
+        _write(pki / "serving-ca.key", _key_pem(serving_ca.key))
+        _write(pki / "client-ca.key", _key_pem(client_ca.key))
         _write(pki / "apiserver.crt", _cert_pem(serving.cert), 0o644)
         _write(pki / "apiserver.key", _key_pem(serving.key))
         _write(pki / "client-ca.crt", _cert_pem(client_ca.cert), 0o644)
@@ -663,16 +678,16 @@ class KubeTestEnv:
     def _start_apiserver(self, apiserver: Path, deadline: float) -> None:
         pki = self._pki
         for attempt in range(_PORT_ATTEMPTS):
-            (port,) = _free_ports(1)
-            server = f"https://{_LOCALHOST}:{port}"
+            (port,) = _free_ports(1, self.address)
+            server = f"https://{self.address}:{port}"
             args = [
                 str(apiserver),
                 f"--etcd-servers={self.etcd_url}",
-                f"--bind-address={_LOCALHOST}",
+                f"--bind-address={self.address}",
                 f"--secure-port={port}",
                 # No default route may exist here; loopback also means the
                 # `kubernetes` Endpoints cannot be written, hence reconciler none.
-                f"--advertise-address={_LOCALHOST}",
+                f"--advertise-address={self.address}",
                 "--endpoint-reconciler-type=none",
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -687,8 +702,12 @@ class KubeTestEnv:
                 # ServiceAccount admission plugin would reject every Pod.
                 "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
-                *self._extra_apiserver_args,
             ]
+            # Slice flags (--authorization-mode) append rather than replace: drop the
+            # defaults that the extra arguments set again.
+            extra = self._extra_apiserver_args
+            given = {a.split("=", 1)[0] for a in extra}
+            args = [a for a in args if a.split("=", 1)[0] not in given] + list(extra)
             proc = _Proc("kube-apiserver", args, self.work_dir / "kube-apiserver.log")
             self._apiserver = proc
             self._server = server

@@ -411,15 +411,22 @@ class KubeletRuntime:
             pod = self._here(ref)
             if pod is not None and str(pod["metadata"]["uid"]) != uid:
                 raise conflict("uid_mismatch", f"pod {ref.key} has another uid; not removed")
+            # Hand over before deleting: a ReplicaSet that sees its pod deleted before the
+            # copy is its own creates a replacement at once. Between the two steps it owns
+            # both, and should it scale down then, the source goes first: it is the one
+            # with the lowest deletion cost (and its containers are killed: not ready).
             removed = False
             if pod is not None:
+                self._call(f"marking pod {ref.key} for removal", self.api.patch,
+                           ref.namespace, ref.name, kp.LEAVING_PATCH)
                 for cid in kp.container_ids(pod).values():
                     self.ctr.kill(cid)  # no shutdown hooks: the pod lives on elsewhere
-                removed = self._call(f"deleting pod {ref.key}", self.api.delete,
-                                     ref.namespace, ref.name, uid)
             for restored in self._call("finding the restored copy", self.api.restored_from,
                                        ref.namespace, uid):
                 self._call("handing over labels and owners", self.api.patch, ref.namespace,
                            restored["metadata"]["name"], kp.handover_patch(restored))
+            if pod is not None:
+                removed = self._call(f"deleting pod {ref.key}", self.api.delete,
+                                     ref.namespace, ref.name, uid)
             self._save(ref.key, None)
             return removed or rec is not None

@@ -2,8 +2,9 @@
 
 containerd (>= 2.0, containerd PR 10365) restores a container through CRI when the image
 of a new container is a *checkpoint image*: an OCI image whose one layer is the archive
-the kubelet's checkpoint API wrote, annotated `io.kubernetes.cri-o.annotations.
-checkpoint.name=<container>` (the format CRI-O and `checkpointctl build` produce).
+the kubelet's checkpoint API wrote, annotated `org.criu.checkpoint.container.name=
+<container>` (containerd's key; CRI-O's `io.kubernetes.cri-o.annotations.checkpoint.name`
+is set too, so one image serves both).
 Since containerd 2.2/2.3 that path is off unless the CRI plugin sets
 `enable_experimental_restore_via_create = true` (containerd PRs 13913, 13937).
 
@@ -35,7 +36,10 @@ from typing import IO, Any
 
 from livepolicy.agent.errors import ApiError
 
-CHECKPOINT_ANNOTATION = "io.kubernetes.cri-o.annotations.checkpoint.name"
+#: What containerd reads (checkpointctl's lib.CheckpointAnnotationName, containerd 2.x
+#: internal/cri/server/container_checkpoint_linux.go); CRI-O reads its own name.
+CHECKPOINT_ANNOTATION = "org.criu.checkpoint.container.name"
+CRIO_CHECKPOINT_ANNOTATION = "io.kubernetes.cri-o.annotations.checkpoint.name"
 IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -110,7 +114,7 @@ def write_oci_layout(out: IO[bytes], *, container: str, image_ref: str, architec
                   "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_sha256}"]}}
         config_desc = {"mediaType": CONFIG_TYPE,
                        **_blob(tar, json.dumps(config, sort_keys=True).encode())}
-        annotations = {CHECKPOINT_ANNOTATION: container}
+        annotations = {CHECKPOINT_ANNOTATION: container, CRIO_CHECKPOINT_ANNOTATION: container}
         manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "config": config_desc,
                     "layers": [layer_desc], "annotations": annotations}
         manifest_desc = _blob(tar, json.dumps(manifest, sort_keys=True).encode())

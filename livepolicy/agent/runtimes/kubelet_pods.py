@@ -172,6 +172,12 @@ def restored_pod(source: Pod, *, name: str, node: str, images: dict[str, str], m
             "spec": spec}
 
 
+#: The source at commit: first in line should its ReplicaSet scale down (which it may while
+#: it owns both the source and the handed-over copy).
+LEAVING_PATCH: Pod = {"metadata": {"annotations": {
+    "controller.kubernetes.io/pod-deletion-cost": str(-(2**31))}}}
+
+
 def handover_patch(restored: Pod) -> Pod:
     """Merge patch giving the restored pod the source's labels and owners (at commit)."""
     ann = (restored.get("metadata") or {}).get("annotations") or {}
