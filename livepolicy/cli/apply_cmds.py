@@ -29,6 +29,7 @@ from livepolicy.apply.kube_agents import ADDRESSES, DEFAULT_NAMESPACE, DEFAULT_S
 from livepolicy.apply.kube_journal import JournalMirrorError
 from livepolicy.apply.local_agents import LocalSimAgents
 from livepolicy.apply.lock import LockHeld, StateLock, acquire_within, force_unlock
+from livepolicy.apply.metrics import MetricsSink
 from livepolicy.apply.stale import stale_reasons
 from livepolicy.apply.targets import parse_targets, restrict, targeted_warning
 from livepolicy.cli.common import (
@@ -124,6 +125,9 @@ def _agents_choice(agents: str | None, cluster: str) -> str:
 @no_color_option
 @click.option("--report", type=click.Path(dir_okay=False),
               help="Write a Markdown report fit for a pull-request comment.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Write the run's metrics as a Prometheus textfile (atomically, at the "
+                   "end): docs/events.md.")
 @click.option("--state-dir", default=".livepolicy", show_default=True,
               help="Journal, lock and local agent state.")
 @click.option("--parallelism", default=10, show_default=True,
@@ -151,6 +155,7 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
           agents: str | None, agents_namespace: str, agents_selector: str | None,
           agents_address: str, agent_token_file: str | None, agent_ca_file: str | None,
           target: tuple[str, ...], yes: bool, as_json: bool, report: str | None,
+          metrics_file: str | None,
           state_dir: str, parallelism: int,
           sim_time_scale: float, lock_backend: str, lock_timeout: float, kube_events: bool,
           kubeconfig: str | None, context: str | None, call_timeout: float | None,
@@ -283,6 +288,8 @@ def apply(planfile: str | None, cluster: str | None, policies: str | None,
             sink = TeeSink(progress, collected)
         if kube_events:
             sink = TeeSink(sink, _kube_event_sink(stack, doc, kubeconfig, context))
+        if metrics_file:
+            sink = TeeSink(sink, MetricsSink(Path(metrics_file)))
         if simulated:
             sink = SimulatedSink(sink)
         if notices:
