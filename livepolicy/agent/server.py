@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -41,6 +42,47 @@ Json = dict[str, Any]
 BodyKind = Literal["none", "json", "image"]
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 8 << 20
+MAX_JSON_DEPTH = 32  # nesting levels of arrays and objects in a request body
+_CONTENT_LENGTH = re.compile(rb"content-length:( ?)([0-9]{1,18})\r?\n", re.IGNORECASE)
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_JSON_TYPES = ("application/json",)
+
+
+def json_depth_exceeds(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when `raw` nests arrays/objects deeper than `limit` (brackets in strings skipped).
+
+    Checked before parsing, so a body of `[[[[...` never reaches the recursive decoder."""
+    depth = 0
+    for m in _STRING_OR_BRACKET.finditer(raw):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or a 400 with a problem that says why."""
+    if json_depth_exceeds(raw):
+        raise ApiError(400, "invalid_json",
+                       f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json",
+                       f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        parsed = json.loads(text)
+    except RecursionError:  # belt and braces: the depth scan should have caught it
+        raise ApiError(400, "invalid_json", "request body nests too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +163,29 @@ def openapi_text() -> str:
     return resources.files("livepolicy.agent").joinpath("openapi.yaml").read_text("utf-8")
 
 
+class _HeaderRecorder:
+    """Wraps the request's rfile while http.server reads the header block, keeping the raw
+    Content-Length lines (continuation lines of one are kept with it)."""
+
+    def __init__(self, rfile: Any) -> None:
+        self._rfile = rfile
+        self.lengths: list[bytes] = []
+        self._in_length = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self._rfile.readline(limit)
+        if line[:1] in (b" ", b"\t") and self._in_length:
+            self.lengths[-1] += line
+            return line
+        self._in_length = line[:15].lower() == b"content-length:"
+        if self._in_length:
+            self.lengths.append(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rfile, name)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     service: AgentService
@@ -154,6 +219,20 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()  # the socket timeout was set in _Server.finish_request
         self._remaining = 0  # body bytes announced by the client and not read yet
+        self._raw_lengths: list[bytes] = []
+
+    def parse_request(self) -> bool:
+        # http.client strips whitespace from header values; record the raw Content-Length
+        # lines so that a malformed one (" 5", "5 ", folded, twice) is refused at once
+        # instead of waiting for a body the client may never send.
+        real = self.rfile
+        recorder = _HeaderRecorder(real)
+        self.rfile = recorder  # type: ignore[assignment]
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = real
+            self._raw_lengths = recorder.lengths
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
@@ -193,12 +272,16 @@ class _Handler(BaseHTTPRequestHandler):
         if "Transfer-Encoding" in self.headers:
             self._remaining = LINGER_BYTES  # unknown size: linger on close
             raise ApiError(411, "length_required", "chunked bodies are not accepted")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
+        lines = self._raw_lengths
+        if not lines and "Content-Length" not in self.headers:
             return 0
-        if not raw.isdigit() or len(raw) > 18:
-            raise ApiError(400, "bad_request", "invalid Content-Length")
-        return int(raw)
+        if len(lines) != 1 or len(self.headers.get_all("Content-Length") or []) != 1:
+            raise ApiError(400, "bad_request", "exactly one Content-Length header is allowed")
+        m = _CONTENT_LENGTH.fullmatch(lines[0])
+        if m is None:
+            raise ApiError(400, "bad_request",
+                           "invalid Content-Length: 1 to 18 ASCII digits after 'Content-Length: '")
+        return int(m.group(2))
 
     def read(self, n: int = -1) -> bytes:
         """Read up to `n` bytes of the request body (file-like, for image uploads)."""
@@ -234,13 +317,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         body: Json = {}
         if route.body == "json" and raw.strip():
-            try:
-                parsed = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
-            if not isinstance(parsed, dict):
-                raise ApiError(400, "invalid_json", "request body must be a JSON object")
-            body = parsed
+            ctype = self.headers.get("Content-Type")
+            if ctype is not None and ctype.split(";")[0].strip().lower() not in _JSON_TYPES:
+                raise ApiError(415, "unsupported_media_type",
+                               "a request body must be application/json")
+            body = parse_json_body(raw)
         return self._call(route, params, body)
 
     def _read_body(self) -> bytes:
