@@ -334,6 +334,7 @@ class Node:
     holder: _Proc | None = None
     containerd: _Proc | None = None
     kubelet: _Proc | None = None
+    kubelet_args: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -597,11 +598,11 @@ class NodeTestEnv:
             ref, config_digest = image_ids(image)
             node.ctr("images", "tag", "--force", ref, config_digest)
         labels = ",".join(f"{k}={v}" for k, v in node_labels(spec).items())
-        node.kubelet = _Proc(f"{spec.name}-kubelet", [
+        node.kubelet_args = [
             *inside, str(NODE_BIN / "kubelet"), f"--config={conf / 'kubelet.yaml'}",
             f"--kubeconfig={conf / 'kubelet.kubeconfig'}", f"--node-ip={spec.ip}",
-            f"--hostname-override={spec.name}", f"--node-labels={labels}", "--v=1"],
-            conf / "kubelet.log")
+            f"--hostname-override={spec.name}", f"--node-labels={labels}", "--v=1"]
+        node.kubelet = _Proc(f"{spec.name}-kubelet", node.kubelet_args, conf / "kubelet.log")
         self.timings[f"{spec.name}_start_s"] = time.monotonic() - began
         return node
 
@@ -635,6 +636,15 @@ class NodeTestEnv:
         assert node.kubelet is not None
         os.kill(node.kubelet.popen.pid, signal.SIGKILL)
         node.kubelet.popen.wait()
+
+    def start_kubelet(self, name: str) -> None:
+        """Start a killed kubelet again (same flags) and wait until its node is Ready."""
+        node = self.node(name)
+        assert node.kubelet is not None and not node.kubelet.alive()
+        node.kubelet.stop(grace=0)
+        node.kubelet = _Proc(f"{name}-kubelet", node.kubelet_args,
+                             node.dir / "conf" / "kubelet-restarted.log")
+        self.wait_ready(name)
 
     # -- API helpers ----------------------------------------------------------------------
 

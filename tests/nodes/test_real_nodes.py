@@ -1,0 +1,135 @@
+"""Issue 10 on real parts: the chart's pods run on two real kubelets, and `livepolicy plan
+--cluster kube` + `livepolicy apply` move a Deployment's pod from one node to the other
+through the chart's kubelet-runtime agents (kubelet checkpoint API on the source, the
+checkpoint image into the destination's containerd, CRI restore there).
+
+Figures (freeze and total time of the real migration) are written to
+$LIVEPOLICY_BENCH_OUT (default: none) for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from tests.nodes.conftest import (
+    DESTINATION,
+    NAMESPACE,
+    NODES,
+    POLICIES,
+    SOURCE,
+    Workload,
+    agents_ready,
+    lease_holder,
+    livepolicy,
+    plan_and_apply,
+    pods,
+)
+from tests.support.nodeenv import ARM_NODE, NodeTestEnv
+
+
+class PodWatch:
+    """Every pod name of a workload seen while it runs (a ReplicaSet replacement shows)."""
+
+    def __init__(self, w: Workload) -> None:
+        self.w, self.seen, self.stop = w, set[str](), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.seen |= {p["metadata"]["name"] for p in pods(
+                self.w.env, "default", f"app%3D{self.w.name}")}
+            self.stop.wait(0.1)
+
+    def __enter__(self) -> PodWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_chart_runs_on_both_nodes(chart: NodeTestEnv) -> None:
+    assert set(agents_ready(chart)) == {n.name for n in NODES}
+    holder = lease_holder(chart)
+    controllers = pods(chart, NAMESPACE, "app.kubernetes.io/component%3Dcontroller")
+    assert len(controllers) == 2
+    assert holder is not None and holder.split("_")[0] in {
+        p["metadata"]["name"] for p in controllers}
+    # The arm64 node has no kubelet: its agent pod is created and never runs.
+    on_arm = [p for p in pods(chart, NAMESPACE, "app.kubernetes.io/component%3Dagent")
+              if p["spec"].get("nodeName") == ARM_NODE or p["status"].get("phase") == "Pending"]
+    assert len(on_arm) == 1
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+
+
+def test_arm_node_is_refused(chart: NodeTestEnv) -> None:
+    r = livepolicy(chart, "explain", "nodes", SOURCE, ARM_NODE, "--cluster", "kube",
+                   "--policies", str(POLICIES), "--json")
+    doc = json.loads(r.stdout)
+    verdicts = {v["code"]: v["ok"] for v in doc["pair"]}
+    assert verdicts["PR002"] is False  # architecture
+    r = livepolicy(chart, "explain", "nodes", SOURCE, DESTINATION, "--cluster", "kube",
+                   "--policies", str(POLICIES), "--json")
+    doc = json.loads(r.stdout)
+    assert all(v["ok"] for part in ("pair", "source_node", "destination_node")
+               for v in doc[part]), doc
+
+
+def _outcome(events: list[dict[str, Any]]) -> dict[str, Any]:
+    (outcome,) = events[-1]["outcomes"]
+    return dict(outcome)
+
+
+def test_live_migration_keeps_the_process(workload: Workload, tmp_path: Path) -> None:
+    before = workload.ask("REQ 1", "REQ 2", "REQ 3")
+    token = before[-1].split()[3]
+    source = workload.pod()
+    with PodWatch(workload) as watch:
+        doc, events = plan_and_apply(workload.env, tmp_path)
+    (m,) = doc["migrations"]
+    assert (m["from"], m["to"]) == (SOURCE, DESTINATION)
+    summary = events[-1]
+    assert summary["changes"]["migrated"] == 1, summary
+    moved = workload.pod()  # exactly one pod of the workload
+    assert moved["spec"]["nodeName"] == DESTINATION
+    assert moved["metadata"]["name"] != source["metadata"]["name"]
+    owners = moved["metadata"]["ownerReferences"]
+    assert owners == source["metadata"]["ownerReferences"]
+    # The same process, with its memory: the count goes on, the start token is the same.
+    after = workload.ask("REQ 4")[0].split()
+    assert after[2] == "4" and after[3] == token
+    # Its ReplicaSet never made a replacement: only the source and the copy ever existed.
+    assert watch.seen == {source["metadata"]["name"], moved["metadata"]["name"]}
+    replan = livepolicy(workload.env, "plan", "--cluster", "kube", "--policies",
+                        str(POLICIES))
+    assert replan.returncode == 0 and "No changes." in replan.stdout, replan.stdout
+    out = _outcome(events)
+    if os.environ.get("LIVEPOLICY_BENCH_OUT"):
+        Path(os.environ["LIVEPOLICY_BENCH_OUT"]).write_text(json.dumps({
+            "freeze_ms": out["freeze_ms"], "duration_ms": out["duration_ms"]}))
+
+
+def test_destination_kubelet_killed_rolls_back(workload: Workload, tmp_path: Path) -> None:
+    """No kubelet on the destination: the restored copy never runs, the migration rolls back
+    before the commit point and the source goes on (count and token)."""
+    token = workload.ask("REQ 1")[0].split()[3]
+    env = workload.env
+    env.kill_kubelet(DESTINATION)
+    try:
+        _, events = plan_and_apply(env, tmp_path)
+    finally:
+        env.start_kubelet(DESTINATION)
+    out = _outcome(events)
+    assert out["result"] == "rolled_back", out
+    assert "restore" in out["error"] or "not running" in out["error"], out
+    pod = workload.pod()
+    assert pod["spec"]["nodeName"] == SOURCE
+    after = workload.ask("REQ 2")[0].split()
+    assert after[2] == "2" and after[3] == token
+    journal = (tmp_path / "state").rglob("journal*")
+    assert any(out["error"][:40] in p.read_text() for p in journal if p.is_file())
