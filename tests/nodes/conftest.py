@@ -96,7 +96,8 @@ def agents_ready(env: NodeTestEnv) -> dict[str, str]:
 def lease_holder(env: NodeTestEnv) -> str | None:
     lease = env.get(f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/"
                     "livepolicy-controller")
-    return (lease or {}).get("spec", {}).get("holderIdentity")
+    holder = (lease or {}).get("spec", {}).get("holderIdentity")
+    return str(holder) if holder else None
 
 
 @dataclass

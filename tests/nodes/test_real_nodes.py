@@ -18,7 +18,6 @@ from typing import Any
 from tests.nodes.conftest import (
     DESTINATION,
     NAMESPACE,
-    NODES,
     POLICIES,
     SOURCE,
     Workload,
@@ -28,7 +27,7 @@ from tests.nodes.conftest import (
     plan_and_apply,
     pods,
 )
-from tests.support.nodeenv import ARM_NODE, NodeTestEnv
+from tests.support.nodeenv import ARM_NODE, NODES, NodeTestEnv
 
 
 class PodWatch:
