@@ -156,6 +156,15 @@ def test_containerd_detection_from_version_and_config(
     monkeypatch.setenv("FAKE_CTR_VERSION", str(old))
     info = ContainerdImages("ctr", config_file=fake_ctr.config).detect()
     assert not info.restore and "needs >= 2.0" in info.reason
+    for new in ("v2.4.0", "v2.4.2", "v3.0.1"):  # restore via CreateContainer is gone
+        (tmp_path / "new.txt").write_text(f"Server:\n  Version: {new}\n")
+        monkeypatch.setenv("FAKE_CTR_VERSION", str(tmp_path / "new.txt"))
+        info = ContainerdImages("ctr", config_file=fake_ctr.config).detect()
+        assert not info.restore and "has no CRI restore" in info.reason
+        assert "2.3.x" in info.reason
+    (tmp_path / "last.txt").write_text("Server:\n  Version: v2.3.7\n")
+    monkeypatch.setenv("FAKE_CTR_VERSION", str(tmp_path / "last.txt"))
+    assert ContainerdImages("ctr", config_file=fake_ctr.config).detect().restore
     missing = ContainerdImages(str(tmp_path / "no-ctr"), config_file=fake_ctr.config)
     assert not missing.detect().restore
 

@@ -47,6 +47,8 @@ INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
 RESTORE_OPTION = "enable_experimental_restore_via_create"
+#: containerd 2.4.0 removed it; 2.4.2 then fails restores with "no command specified".
+NO_RESTORE_SINCE = (2, 4, 0)
 CTR_TIMEOUT_S = 900.0
 COPY = 1 << 20
 
@@ -206,6 +208,11 @@ class ContainerdImages:
         if version < (2, 0, 0):
             return ContainerdInfo(text, False, f"containerd {text} cannot restore checkpoint "
                                   "images through CRI (needs >= 2.0)")
+        if version >= NO_RESTORE_SINCE:
+            return ContainerdInfo(text, False, f"containerd {text} has no CRI restore: 2.4 "
+                                  "removed restore through CreateContainer (containerd PR "
+                                  "13871) and its replacement has not shipped; nodes that "
+                                  "receive pods need containerd 2.3.x")
         try:
             enabled = restore_option(self.config_file.read_text(encoding="utf-8"))
         except OSError as exc:
