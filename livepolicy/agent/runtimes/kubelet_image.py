@@ -16,7 +16,8 @@ the last member, is written: a short or altered layer never becomes an image.
 
 `ContainerdImages` runs `ctr -n k8s.io` (the namespace the CRI plugin uses) for the few
 things the runtime needs: version, import, remove, and pause/resume/kill of a task.
-No containerd runs on the machine this was written on: it is tested with a fake `ctr`.
+Tested with a fake `ctr` (argv and the layout it is fed) and with real containerds in
+tests/nodes.
 """
 
 from __future__ import annotations
