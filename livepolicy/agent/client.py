@@ -137,6 +137,7 @@ class AgentClient:
         key: str,
         peer: str,
         memory_transfer: str | None = None,
+        upload_token_sha256: str | None = None,
     ) -> Json:
         body = {
             "role": role,
@@ -148,6 +149,8 @@ class AgentClient:
         }
         if memory_transfer is not None:
             body["memory_transfer"] = memory_transfer
+        if upload_token_sha256 is not None:
+            body["upload_token_sha256"] = upload_token_sha256
         return self.request("POST", self._mig(mid, "prepare"), body)
 
     def checkpoint(self, mid: str, *, round: int, final: bool) -> Json:

@@ -20,6 +20,7 @@ DEFAULT_MAX_IMAGE_BYTES = 256 * 2**20
 DEFAULT_MAX_JSON_BYTES = 2**20
 DEFAULT_BANDWIDTH = 125_000_000  # 1 Gbit/s
 TOKEN_ENV = "LIVEPOLICY_AGENT_TOKEN"
+AUDIENCE_PREFIX = "livepolicy.io/agent/"  # + node name: tokens for one agent only
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -39,7 +40,7 @@ class AgentConfig:
     """Settings of one agent. `token` never appears in repr() or logs."""
 
     node: str
-    token: str = field(repr=False)
+    token: str = field(repr=False)  # this node's own static token ("" with auth_allow only)
     state_dir: Path
     address: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -73,6 +74,11 @@ class AgentConfig:
     fault_injection: bool = False
     # kubelet runtime: kubelet checkpoint API, containerd and Kubernetes API settings
     kubelet: KubeletOptions | None = None
+    # ServiceAccount tokens accepted from these users when their audience is auth_audience
+    # (checked with a TokenReview through auth_kubeconfig, None: in-cluster); agent/auth.py
+    auth_allow: tuple[str, ...] = ()
+    auth_audience: str = ""
+    auth_kubeconfig: Path | None = None
 
     @property
     def dirty_tracking_enabled(self) -> bool:
@@ -90,8 +96,12 @@ class AgentConfig:
             check_node_name(self.node)
         except ApiError as exc:
             out.append(exc.message)
-        if len(self.token) < MIN_TOKEN_LEN:
+        if not self.token and not self.auth_allow:
+            out.append("no credential: give a token, or users to accept (auth_allow)")
+        elif self.token and len(self.token) < MIN_TOKEN_LEN:
             out.append(f"token must be at least {MIN_TOKEN_LEN} characters")
+        if bool(self.auth_allow) != bool(self.auth_audience):
+            out.append("auth_allow and auth_audience go together")
         if any(c.isspace() or not c.isprintable() or ord(c) > 126 for c in self.token):
             out.append("token must be printable ASCII without spaces")
         if not 0 <= self.port <= 65535:
@@ -118,6 +128,11 @@ class AgentConfig:
         problems = self.problems()
         if problems:
             raise ValueError("invalid agent config: " + "; ".join(problems))
+
+
+def node_audience(node: str) -> str:
+    """The audience of the ServiceAccount tokens an agent accepts: its node's alone."""
+    return f"{AUDIENCE_PREFIX}{node}"
 
 
 def token_from_env() -> str | None:

@@ -24,6 +24,7 @@ from livepolicy.agent.config import (
     TOKEN_ENV,
     AgentConfig,
     host_architecture,
+    node_audience,
     read_token_file,
     token_from_env,
 )
@@ -57,7 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, help="node name this agent serves")
     p.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    p.add_argument("--token-file", type=Path, help=f"bearer token file (or ${TOKEN_ENV})")
+    p.add_argument("--token-file", type=Path, help=f"this node's own bearer token file (or "
+                   f"${TOKEN_ENV}); not needed with --auth-allow")
+    p.add_argument("--auth-allow", action="append", default=[], metavar="USER",
+                   help="accept ServiceAccount tokens of USER (system:serviceaccount:NS:NAME) "
+                   "whose audience is this node's (TokenReview; repeatable)")
+    p.add_argument("--auth-audience", help=f"the audience those tokens must have (default "
+                   f"{node_audience('<node>')})")
     p.add_argument("--state-dir", type=Path, required=True, help="images, records, sim state")
     p.add_argument("--runtime", choices=RUNTIMES, default="sim")
     p.add_argument("--architecture", default=host_architecture())
@@ -92,8 +99,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         token = read_token_file(args.token_file)
     else:
         token = token_from_env() or ""
-    if not token:
-        raise ValueError(f"no token: give --token-file or set ${TOKEN_ENV}")
+    if not token and not args.auth_allow:
+        raise ValueError(f"no credential: give --token-file, set ${TOKEN_ENV} or --auth-allow")
     return AgentConfig(
         node=args.node,
         token=token,
@@ -116,6 +123,10 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         criu_node_config=args.criu_node_config,
         fault_injection=args.fault_injection,
         kubelet=kubelet_options(args) if args.runtime == "kubelet" else None,
+        auth_allow=tuple(args.auth_allow),
+        auth_audience=(args.auth_audience or node_audience(args.node)) if args.auth_allow
+        else "",
+        auth_kubeconfig=args.kubeconfig,
     )
 
 

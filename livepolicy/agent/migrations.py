@@ -46,6 +46,9 @@ class MigrationRecord:
     # post-copy's point of no return passed on this agent (the destination started its lazy
     # restore, or it pulled the source's pages): rollback is refused from then on
     lazy_started: bool = False
+    # destination: SHA-256 (hex) of the token that may upload this migration's image
+    # (agent/auth.py); the source never gets an operator credential of the destination
+    upload_sha256: str = ""
     history: list[tuple[str, float]] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)

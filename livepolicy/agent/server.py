@@ -1,9 +1,10 @@
 """The agent's HTTP face: routing, authentication, size bounds, JSON in and out.
 
 Stdlib only (`ThreadingHTTPServer`). Every request, on every route, is checked in this
-order: bearer token (401), route (404/405), path identifiers (400), body length (411/413),
-body (400), then the service. Nothing is read from an unauthenticated client beyond its
-headers and a small bounded drain. Errors are always `{"error": {"code", "message"}}`.
+order: credential (401: agent/auth.py), route (404/405), path identifiers (400), body
+length (411/413), body (400), then the service. Nothing is read from an unauthenticated
+client beyond its headers and a small bounded drain. Errors are always
+`{"error": {"code", "message"}}`.
 
 `ROUTES` is the single list of endpoints; tests check that openapi.yaml documents exactly
 these.
@@ -12,8 +13,6 @@ these.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from importlib import resources
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from livepolicy.agent.auth import Operator, StaticToken, TokenReviewer, any_of, digest, upload_grant
 from livepolicy.agent.config import AgentConfig
 from livepolicy.agent.errors import ApiError
 from livepolicy.agent.ids import check_mid, check_namespace, check_pod_name
@@ -154,9 +154,27 @@ def match_route(method: str, path: str) -> tuple[Route, dict[str, str]]:
     raise ApiError(404, "not_found", "no such endpoint")
 
 
-def _token_digest(token: str | bytes) -> bytes:
-    raw = token.encode("latin-1", "replace") if isinstance(token, str) else token
-    return hashlib.sha256(raw).digest()
+def _route_or_none(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+    try:
+        return match_route(method, path)
+    except (ApiError, UnicodeDecodeError):
+        return None, {}
+
+
+def operator_check(config: AgentConfig) -> Operator:
+    """This node's operator credential: its static token, a reviewed ServiceAccount token
+    with its audience, or either."""
+    checks: list[Operator] = []
+    if config.token:
+        checks.append(StaticToken(digest(config.token)))
+    if config.auth_audience:
+        from livepolicy.kube.client import KubeClient  # only agents that review tokens
+
+        client = KubeClient.from_config(str(config.auth_kubeconfig) if config.auth_kubeconfig
+                                        else None)
+        checks.append(TokenReviewer(client, config.auth_audience,
+                                    frozenset(config.auth_allow)))
+    return any_of(*checks)
 
 
 def openapi_text() -> str:
@@ -189,7 +207,7 @@ class _HeaderRecorder:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     service: AgentService
-    token_digest: bytes
+    operator: Operator  # this node's operator credential (agent/auth.py)
     ssl_context: ssl.SSLContext | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -199,7 +217,11 @@ class _Server(ThreadingHTTPServer):
             try:
                 request = self.ssl_context.wrap_socket(request, server_side=True)
             except (OSError, ssl.SSLError) as exc:
-                log.info("TLS handshake with %s failed: %s", client_address, exc)
+                # A client that hangs up before or during the handshake (the kubelet's
+                # tcpSocket probes, every few seconds) is not worth an INFO line.
+                quiet = isinstance(exc, ssl.SSLEOFError | ConnectionError | TimeoutError)
+                log.log(logging.DEBUG if quiet else logging.INFO,
+                        "TLS handshake with %s failed: %s", client_address, exc)
                 return
         super().finish_request(request, client_address)
 
@@ -290,15 +312,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._remaining -= len(data)
         return data
 
-    def _authorized(self) -> bool:
+    def _authenticate(self, path: str) -> None:
+        """The operator's credential for this node opens every route; an upload grant
+        (agent/auth.py) only the image upload of its own migration. Anything else is a
+        401 before the route is even looked at."""
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        ok = hmac.compare_digest(_token_digest(token.strip()), self.server.token_digest)
-        return ok and scheme.lower() == "bearer"
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            if self.server.operator(token):
+                return
+            route, params = _route_or_none(self.command, path)
+            if route is not None and route.operation == "putImage" and upload_grant(
+                    token, self.server.service.upload_grant(params["mid"])):
+                return
+        raise ApiError(401, "unauthorized", "missing or wrong bearer token")
 
     def _dispatch(self) -> tuple[int, Json | str]:
-        if not self._authorized():
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
         path = urlsplit(self.path).path
+        self._authenticate(path)
         try:
             route, params = match_route(self.command, path)
         except UnicodeDecodeError:
@@ -470,7 +501,7 @@ class AgentServer:
         cls = _Server6 if ":" in self.config.address else _Server
         httpd = cls((self.config.address, self.config.port), _Handler)
         httpd.service = self.service
-        httpd.token_digest = _token_digest(self.config.token)
+        httpd.operator = operator_check(self.config)
         httpd.ssl_context = _server_ssl_context(self.config)
         self._httpd = httpd
         self.port = int(httpd.server_address[1])

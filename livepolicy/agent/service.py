@@ -22,6 +22,7 @@ restore, verify, commit, rollback, cleanup) and ties the parts together.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from livepolicy.agent.service_checkpoint import CheckpointSteps
 from livepolicy.agent.service_core import TRANSFERS, Json, int_field, log
 from livepolicy.agent.service_node import NodeEndpoints
 from livepolicy.agent.service_transfer import TransferSteps
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 __all__ = ["AgentService"]
 
@@ -125,11 +128,22 @@ class AgentService(NodeEndpoints, CheckpointSteps, TransferSteps):
                               isinstance(self.runtime, LazyCheckpoint)):
             raise conflict("post_copy_unavailable", "this node does not offer post-copy "
                            "(lazy pages need userfaultfd): use stop-and-copy")
+        upload = body.get("upload_token_sha256") or ""
+        if not isinstance(upload, str) or (upload and not _SHA256_HEX.fullmatch(upload)):
+            raise bad_request("upload_token_sha256 must be 64 lowercase hex digits")
+        if upload and role != "destination":
+            raise bad_request("upload_token_sha256 is for the destination")
         ref = PodRef(namespace, name)
 
         def work(_: float) -> Json:
             with self._lock:
                 rec = self.migrations.get(mid)
+                if rec is not None and rec.phase == "rolled_back" and rec.key_id and \
+                        rec.key_id != key_id(key):
+                    # Another apply (a new key) of an id that a finished run rolled back:
+                    # the same plan applied from another --state-dir. It starts afresh;
+                    # the earlier run's late calls carry the old key and stay refused.
+                    rec = None
                 if rec is not None:
                     if rec.role == "none":  # rolled back before it was ever prepared
                         self._refuse_rolled_back(rec)
@@ -142,6 +156,9 @@ class AgentService(NodeEndpoints, CheckpointSteps, TransferSteps):
                         raise conflict("key_mismatch", f"migration {mid} has another key")
                     self._refuse_rolled_back(rec)
                     self._keys[mid] = key
+                    if upload and upload != rec.upload_sha256:
+                        rec.upload_sha256 = upload  # apply restarted with a new grant
+                        self.migrations.save(rec)
                     return self._view(rec)
                 for other in self.migrations.all():
                     if not other.terminal and (other.namespace, other.name) == (namespace, name):
@@ -170,6 +187,7 @@ class AgentService(NodeEndpoints, CheckpointSteps, TransferSteps):
                     peer=str(peer),
                     key_id=key_id(key),
                     post_copy=post_copy,
+                    upload_sha256=upload,
                 )
                 rec.history.append(("prepared", round(time.time(), 3)))
                 self.migrations.save(rec)
@@ -177,6 +195,17 @@ class AgentService(NodeEndpoints, CheckpointSteps, TransferSteps):
                 return self._view(rec)
 
         return self._step("prepare", mid, work)
+
+    def upload_grant(self, mid: str) -> str:
+        """SHA-256 of the token that may PUT this migration's image ("" if none may): only
+        for a destination that has not finished."""
+        try:
+            rec = self.migrations.get(check_mid(mid))
+        except ApiError:
+            return ""
+        if rec is None or rec.role != "destination" or rec.terminal:
+            return ""
+        return rec.upload_sha256
 
     def restore(self, mid: str) -> Json:
         check_mid(mid)

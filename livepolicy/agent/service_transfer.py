@@ -1,9 +1,11 @@
 """The image transfer between agents: the source streams it to the destination's PUT /image.
 
 The source opens the connection itself (HTTPS with the configured CA and client
-certificate when the peer URL is https) and authenticates with the destination agent's
-token; the destination stores the sealed bytes and checks their hash, and acknowledges a
-re-sent copy of the image it already restored from (a source retrying after a crash).
+certificate when the peer URL is https) and authenticates with the upload token apply
+gave it for this migration alone (agent/auth.py: the destination got its SHA-256 at
+prepare; no operator credential of the destination ever reaches the source); the
+destination stores the sealed bytes and checks their hash, and acknowledges a re-sent
+copy of the image it already restored from (a source retrying after a crash).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class TransferSteps(ServiceCore):
         check_mid(mid)
         token = body.get("token")
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
-            raise bad_request("token (the destination agent's token) is required")
+            raise bad_request("token (the upload token granted at the destination) is required")
         if any(c.isspace() or not c.isprintable() or ord(c) > 126 for c in token):
             raise bad_request("token must be printable ASCII without spaces")
         force = bool_field(body, "force", False)

@@ -13,6 +13,8 @@ same way, then continues with what is left.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import ssl
 import threading
 import time
@@ -214,18 +216,22 @@ class Engine:
             phase("preparing")
             mem = int(m["estimate"]["memory_bytes"])
             key = new_key()
+            # The source uploads the image with a token good for this migration's upload
+            # alone; it never sees the destination's own credential (agent/auth.py).
+            upload = secrets.token_urlsafe(32)
             post_copy = self._post_copy(m, src, dst)
             transfer = "post-copy" if post_copy else None
             src.prepare(amid, role="source", pod=ns_name, uid=m.get("uid", ""),
                         memory_bytes=mem, key=key, peer=dst_ep.url, memory_transfer=transfer)
             dst.prepare(amid, role="destination", pod=ns_name, uid=m.get("uid", ""),
-                        memory_bytes=mem, key=key, peer=src_ep.url, memory_transfer=transfer)
+                        memory_bytes=mem, key=key, peer=src_ep.url, memory_transfer=transfer,
+                        upload_token_sha256=hashlib.sha256(upload.encode()).hexdigest())
             phase("checkpointing")
             rounds = 0 if post_copy else self._precopy(m, src, amid)
             freeze_start = time.monotonic()
             final = src.checkpoint(amid, round=rounds, final=True)
             phase("transferring", bytes=int(final.get("image_bytes", 0)), rounds=rounds + 1)
-            src.transfer(amid, destination=dst_ep.url, token=dst_ep.token)
+            src.transfer(amid, destination=dst_ep.url, token=upload)
             if post_copy:
                 raise _LazyReady
             phase("restoring")

@@ -8,8 +8,10 @@ pods and the Secrets they mount, so nothing has to be copied into an AGENTS.yaml
 - where: each Ready pod's `status.podIP` (with the chart's default `hostNetwork: true`
   that is the node's InternalIP, `status.hostIP`) and the `containerPort` named `agent`;
   `https` when the agent's arguments carry `--tls-cert`;
-- the bearer token: the Secret key behind the agent's `--token-file` (the chart's
-  `<release>-livepolicy-agent-token`, key `token`), or `--agent-token-file`;
+- the credential, one per node (agent/auth.py): when the agent takes ServiceAccount
+  tokens (`--auth-allow system:serviceaccount:NS:NAME`, the chart's default), a token of
+  that account minted for this node's audience alone (TokenRequest); else the Secret key
+  behind its `--token-file`; or `--agent-token-file`;
 - the CA: the Secret key behind `--tls-ca` (`<release>-livepolicy-agent-tls`, key
   `ca.crt`), or `--agent-ca-file`; with `--tls-client-ca` (the chart's
   `agent.tls.requireClientCert`) the same Secret's `tls.crt`/`tls.key` as the client
@@ -35,6 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from livepolicy.agent.config import node_audience
 from livepolicy.apply.agent_table import AgentTable, tls_context
 from livepolicy.apply.engine import AgentEndpoint
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
@@ -49,6 +52,10 @@ DEFAULT_SELECTOR = "app.kubernetes.io/name=livepolicy,app.kubernetes.io/componen
 PORT_NAME = "agent"
 SANS_ANNOTATION = "livepolicy.io/tls-sans"  # templates/agent-secrets.yaml
 ADDRESSES = ("auto", "ip", "node")
+SA_PREFIX = "system:serviceaccount:"
+# Lifetime of the per-node tokens apply asks for: longer than an apply's longest run
+# (completion timeouts are minutes); the API server may shorten it.
+TOKEN_SECONDS = 4 * 3600
 
 Obj = dict[str, Any]
 
@@ -78,15 +85,22 @@ def _agent_container(pod: Obj) -> tuple[Obj, int] | None:
     return None
 
 
-def _flag(container: Obj, flag: str) -> str | None:
-    """The value of `--flag VALUE` or `--flag=VALUE` in the container's command line."""
+def _flags(container: Obj, flag: str) -> list[str]:
+    """Every value of `--flag VALUE` or `--flag=VALUE` in the container's command line."""
     argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    out = []
     for i, a in enumerate(argv):
         if a == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
-    return None
+            out.append(argv[i + 1])
+        elif a.startswith(flag + "="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def _flag(container: Obj, flag: str) -> str | None:
+    """The first value of `--flag` in the container's command line."""
+    found = _flags(container, flag)
+    return found[0] if found else None
 
 
 def _secret_key(pod: Obj, container: Obj, path: str) -> tuple[str, str] | None:
@@ -237,6 +251,8 @@ class KubeAgents(AgentTable):
         ip = str(status.get("podIP") or status.get("hostIP"))
         https = _flag(container, "--tls-cert") is not None
         if token is None:
+            token = self._minted(node, container)
+        if token is None:
             token = self._secret_value(
                 self._mounted(pod, container, "--token-file", "the bearer token",
                              "--agent-token-file"),
@@ -256,6 +272,34 @@ class KubeAgents(AgentTable):
                 self._client_cert(ctx, pod, container)
         url = f"{'https' if https else 'http'}://{_bracket(host)}:{port}"
         return AgentEndpoint(node, url, token, ctx)
+
+    def _minted(self, node: str, container: Obj) -> str | None:
+        """A token for this node's agent alone: the ServiceAccount its `--auth-allow`
+        names, with the node's audience (TokenRequest; agent/auth.py). None when the agent
+        takes no such tokens."""
+        accounts = [u.split(":")[2:] for u in _flags(container, "--auth-allow")
+                    if u.startswith(SA_PREFIX) and u.count(":") == 3]
+        if not accounts:
+            return None
+        if _flag(container, "--auth-audience") not in (None, node_audience(node)):
+            raise self._error(f"the agent on {node} takes another audience than "
+                              f"{node_audience(node)}: give --agent-token-file")
+        ns, name = accounts[0]
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [node_audience(node)],
+                         "expirationSeconds": TOKEN_SECONDS}}
+        try:
+            answer = self.client.request(
+                "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", body=body)
+        except KubeError as exc:
+            raise self._error(
+                f"cannot get a token for the agent on {node} (TokenRequest for "
+                f"ServiceAccount {ns}/{name}): {exc} (apply needs `create` on "
+                f"serviceaccounts/token of {ns}/{name}: docs/deploy.md)") from None
+        token = ((answer or {}).get("status") or {}).get("token")
+        if not isinstance(token, str) or not token:
+            raise self._error(f"the TokenRequest for {ns}/{name} returned no token")
+        return token
 
     def _host(self, node: str, ip: str, tls: tuple[str, str] | None) -> str:
         if self.address == "ip":

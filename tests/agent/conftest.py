@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from livepolicy.agent import AgentClient, AgentConfig, fsutil, new_key
+from livepolicy.agent.auth import hex_digest
 from livepolicy.agent.server import AgentServer
 
 GiB = 2**30
@@ -167,16 +168,20 @@ class Migration:
     uid: str = "uid-web"
     memory: int = 256 * MiB
     key: str = field(default_factory=new_key)
+    # what apply gives the source for the upload to the destination (agent/auth.py)
+    upload: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def create_pod(self, dirty_rate: int = 20_000_000) -> dict[str, Any]:
         ns, name = self.pod.split("/")
         return self.src.client.put_pod(ns, name, self.uid, self.memory, dirty_rate)
 
-    def prepare(self) -> None:
+    def prepare(self, memory_transfer: str | None = None) -> None:
         sides = ((self.src, "source", self.dst), (self.dst, "destination", self.src))
         for agent, role, peer in sides:
+            grant = hex_digest(self.upload) if role == "destination" else None
             agent.client.prepare(self.mid, role=role, pod=self.pod, uid=self.uid,
-                                 memory_bytes=self.memory, key=self.key, peer=peer.url)
+                                 memory_bytes=self.memory, key=self.key, peer=peer.url,
+                                 memory_transfer=memory_transfer, upload_token_sha256=grant)
 
     def checkpoint(self, rounds: int = 0) -> dict[str, Any]:
         for r in range(rounds):
@@ -184,7 +189,7 @@ class Migration:
         return self.src.client.checkpoint(self.mid, round=rounds, final=True)
 
     def transfer(self) -> dict[str, Any]:
-        return self.src.client.transfer(self.mid, destination=self.dst.url, token=self.dst.token)
+        return self.src.client.transfer(self.mid, destination=self.dst.url, token=self.upload)
 
     def run_until(self, phase: str) -> None:
         """Create the pod and run every step before `phase` (a fault-injection phase name)."""

@@ -25,7 +25,7 @@ def _step(m: Migration, phase: str, client: AgentClient | None = None) -> object
     actions: dict[str, Callable[[], object]] = {
         "prepare": m.prepare,
         "checkpoint": lambda: src.checkpoint(m.mid, round=0, final=True),
-        "transfer": lambda: src.transfer(m.mid, destination=m.dst.url, token=m.dst.token),
+        "transfer": lambda: src.transfer(m.mid, destination=m.dst.url, token=m.upload),
         "receive": m.transfer,
         "restore": lambda: dst.restore(m.mid),
         "verify": lambda: dst.verify(m.mid),

@@ -272,5 +272,5 @@ def test_slow_fault_stretches_the_transfer(pair: Migration) -> None:
     m.checkpoint(rounds=1)
     m.src.client.set_fault("transfer", "slow", factor=4)
     slow = m.transfer()
-    normal = m.src.client.transfer(m.mid, destination=m.dst.url, token=m.dst.token, force=True)
+    normal = m.src.client.transfer(m.mid, destination=m.dst.url, token=m.upload, force=True)
     assert slow["duration_ms"] == pytest.approx(4 * normal["duration_ms"], rel=0.01)

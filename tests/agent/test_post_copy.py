@@ -18,9 +18,7 @@ from .conftest import Agent, Migration, image_files
 
 
 def _prepare(m: Migration, transfer: str = "post-copy") -> None:
-    for agent, role, peer in ((m.src, "source", m.dst), (m.dst, "destination", m.src)):
-        agent.client.prepare(m.mid, role=role, pod=m.pod, uid=m.uid, memory_bytes=m.memory,
-                             key=m.key, peer=peer.url, memory_transfer=transfer)
+    m.prepare(transfer)
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def test_crash_then_restart_then_recover(
     assert image_files(m.src) == [] and image_files(m.dst) == []
 
 
-@pytest.mark.parametrize("token,message", [(None, "no token"), ("short", "at least 16")])
+@pytest.mark.parametrize("token,message", [(None, "no credential"), ("short", "at least 16")])
 def test_agent_refuses_to_start_without_a_good_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     token: str | None, message: str,

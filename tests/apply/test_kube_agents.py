@@ -44,25 +44,18 @@ from tests.apply.conftest import (
 )
 from tests.kube.seed import put_cluster_info, seed
 from tests.kube.test_chart_render import agent_args, find, render, secret_data
-from tests.support.envtest import KubeTestEnv, kube_test_env
+from tests.support.envtest import KubeTestEnv
 
 pytestmark = pytest.mark.kube
 
 NS = "livepolicy"
 SERVICE_ACCOUNTS = Resource("ServiceAccount", "v1", "serviceaccounts")
+RBAC = {kind: Resource(kind, "rbac.authorization.k8s.io/v1", plural, namespaced=namespaced)
+        for kind, plural, namespaced in (
+            ("Role", "roles", True), ("ClusterRole", "clusterroles", False),
+            ("ClusterRoleBinding", "clusterrolebindings", False))}
 DAEMONSET = "lp-livepolicy-agent"
 POLICIES = str(BASIC / "policies.yaml")
-
-
-@pytest.fixture(scope="module")
-def kube_env() -> Iterator[KubeTestEnv]:
-    yield from kube_test_env()
-
-
-@pytest.fixture(scope="module")
-def kube(kube_env: KubeTestEnv) -> Iterator[KubeClient]:
-    with KubeClient.from_config(str(kube_env.kubeconfig_path)) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -127,29 +120,36 @@ def _status(kube: KubeClient, name: str, ready: bool, ip: str) -> None:
                                        "conditions": [cond]}}, NS, subresource="status")
 
 
-@pytest.fixture()
-def chart_agents(kube: KubeClient, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """The chart's agent Secrets, ServiceAccount and DaemonSet in the apiserver; a real
-    agent for node-a (Ready pod), a pod on node-b that is not Ready, nothing on node-c.
-    All removed afterwards (the pods name nodes that do not exist)."""
-    tmp = tmp_path
+def start_chart_agents(kube: KubeClient, tmp: Path, auth: str,
+                       agent_kubeconfig: Path | None = None) -> Iterator[dict[str, Any]]:
+    """The chart's agent objects (`agent.auth.mode` = auth) in the apiserver; a real agent
+    for node-a (Ready pod) started from the DaemonSet's arguments, a pod on node-b that is
+    not Ready, nothing on node-c. All removed afterwards (the pods name absent nodes).
+    A reviewing agent reaches the API server with `agent_kubeconfig`, as its in-cluster
+    ServiceAccount would."""
     objs = render(tmp, {"agent": {"runtime": "sim", "hostNetwork": False, "tls": {
-        "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]}}})
+        "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]}, "auth": {"mode": auth}}})
     if kube.get_optional(NAMESPACES, NS) is None:
         kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
                                  "metadata": {"name": NS}})
-    token_secret = find(objs, "Secret", "lp-livepolicy-agent-token")
     tls_secret = find(objs, "Secret", "lp-livepolicy-agent-tls")
-    for obj in (token_secret, tls_secret):
+    for obj in (o for o in objs if o["kind"] == "Secret"):
         kube.create(SECRETS, obj, NS)
     for sa in (o for o in objs if o["kind"] == "ServiceAccount"):
-        kube.create(SERVICE_ACCOUNTS, sa, NS)
+        if kube.get_optional(SERVICE_ACCOUNTS, sa["metadata"]["name"], NS) is None:
+            kube.create(SERVICE_ACCOUNTS, sa, NS)
+    rbac = [o for o in objs if (o["kind"] in RBAC and "tokenreview" in o["metadata"]["name"])
+            or (o["kind"] == "Role" and o["metadata"]["name"] == "lp-livepolicy-apply-token")]
+    for obj in rbac:
+        kube.create(RBAC[obj["kind"]], obj, obj["metadata"].get("namespace"))
     ds = kube.create(DAEMONSETS, find(objs, "DaemonSet"), NS)
-    token = secret_data(token_secret, "token").decode()
+    token = ""
     dirs = {name: tmp / name for name in ("token", "tls", "state")}
     for d in dirs.values():
         d.mkdir(mode=0o700)
-    (dirs["token"] / "token").write_text(token)
+    if auth == "sharedToken":
+        token = secret_data(find(objs, "Secret", "lp-livepolicy-agent-token"), "token").decode()
+        (dirs["token"] / "token").write_text(token)
     for key in ("tls.crt", "tls.key", "ca.crt"):
         (dirs["tls"] / key).write_bytes(secret_data(tls_secret, key))
     args = agent_args(ds, {"NODE_NAME": "node-a", "POD_IP": "127.0.0.1"},
@@ -157,6 +157,8 @@ def chart_agents(kube: KubeClient, tmp_path: Path) -> Iterator[dict[str, Any]]:
                        "/etc/livepolicy/agent-tls": dirs["tls"],
                        "/var/lib/livepolicy-agent": dirs["state"]})
     args[args.index("--port") + 1] = "0"
+    if agent_kubeconfig is not None:
+        args += ["--kubeconfig", str(agent_kubeconfig)]
     proc = subprocess.Popen([sys.executable, "-m", "livepolicy.agent", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -168,7 +170,7 @@ def chart_agents(kube: KubeClient, tmp_path: Path) -> Iterator[dict[str, Any]]:
         for node, ready in (("node-a", True), ("node-b", False)):
             kube.create(PODS, _pod(ds, node, port), NS)
             _status(kube, f"{DAEMONSET}-{node}", ready, "127.0.0.1")
-        yield {"url": url, "token": token,
+        yield {"url": url, "token": token, "args": args,
                "ca": secret_data(tls_secret, "ca.crt").decode()}
     finally:
         proc.terminate()
@@ -176,6 +178,15 @@ def chart_agents(kube: KubeClient, tmp_path: Path) -> Iterator[dict[str, Any]]:
         kube.delete_collection(PODS, NS, grace_period=0)
         for res in (DAEMONSETS, SECRETS, SERVICE_ACCOUNTS):
             kube.delete_collection(res, NS)
+        for obj in rbac:
+            kube.delete(RBAC[obj["kind"]], obj["metadata"]["name"],
+                        obj["metadata"].get("namespace"))
+
+
+@pytest.fixture()
+def chart_agents(kube: KubeClient, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The chart's agents with `agent.auth.mode: sharedToken` (a token Secret)."""
+    yield from start_chart_agents(kube, tmp_path, "sharedToken")
 
 
 def test_kube_agents_reads_endpoint_token_and_ca_from_the_chart(

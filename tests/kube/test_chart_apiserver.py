@@ -268,6 +268,7 @@ def test_helm_install_upgrade_keep_the_generated_token_and_certificate(
         kube: KubeClient, kube_env: KubeTestEnv, tmp_path: Path) -> None:
     ns, rel = "lp-chart-helm", "lph"
     kc = ["--kubeconfig", str(kube_env.kubeconfig_path), "--namespace", ns]
+    shared = ["--set", "agent.auth.mode=sharedToken"]  # the generated token is kept too
     token_name, tls_name = "lph-livepolicy-agent-token", "lph-livepolicy-agent-tls"
 
     def secrets() -> tuple[bytes, bytes]:
@@ -280,13 +281,13 @@ def test_helm_install_upgrade_keep_the_generated_token_and_certificate(
         return str(ds["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"])
 
     try:
-        notes = helm("install", rel, str(CHART), "--create-namespace", *kc).stdout
+        notes = helm("install", rel, str(CHART), "--create-namespace", *kc, *shared).stdout
         assert f"kubectl -n {ns} get secret {token_name} -o jsonpath='{{.data.token}}'" in notes
         assert "WARNING" not in notes and "lease/livepolicy-controller" in notes
         token, cert = secrets()
         assert len(token) == 48
         first = checksum()
-        helm("upgrade", rel, str(CHART), *kc, "--set", "controller.replicas=3")
+        helm("upgrade", rel, str(CHART), *kc, *shared, "--set", "controller.replicas=3")
         assert secrets() == (token, cert)
         assert checksum() == first  # the agents are not restarted for nothing
         assert kube.get(DEPLOYMENTS, "lph-livepolicy-controller", ns)["spec"]["replicas"] == 3
@@ -297,7 +298,7 @@ def test_helm_install_upgrade_keep_the_generated_token_and_certificate(
         assert token2 == token and cert2 != cert
         assert checksum() != first  # ... but are for a new certificate
         # `helm template --dry-run=server` sees the installed Secret too (lookup).
-        out = helm("template", rel, str(CHART), *kc, "--dry-run=server")
+        out = helm("template", rel, str(CHART), *kc, *shared, "--dry-run=server")
         assert token.decode() not in out.stdout  # base64 only
         assert base64.b64encode(token).decode() in out.stdout
     finally:

@@ -69,6 +69,9 @@ AGENT_CLUSTER_RULES = [
     {"apiGroups": [""], "resources": ["pods"],
      "verbs": ["get", "list", "create", "delete", "patch"]},
 ]
+TOKENREVIEW_RULES = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+]
 CRIU_CAPABILITIES = ["SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "CHECKPOINT_RESTORE",
                      "SYS_RESOURCE", "DAC_OVERRIDE", "DAC_READ_SEARCH", "SETUID", "SETGID",
                      "CHOWN", "FOWNER", "KILL", "SYS_CHROOT"]
@@ -86,7 +89,7 @@ CUSTOM_VALUES: dict[str, Any] = {
                        "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/lp"}}},
     "agent": {"runtime": "criu", "privileged": True, "hostNetwork": False,
               "criu": {"dirtyTracking": False, "postCopy": True, "tcpEstablished": True},
-              "token": "t" * 32, "stateDir": {"type": "tmpfs"},
+              "token": "t" * 32, "auth": {"mode": "sharedToken"}, "stateDir": {"type": "tmpfs"},
               "tls": {"existingSecret": "agent-certs", "requireClientCert": True},
               # helm merges maps with the defaults; null drops a default key
               "nodeSelector": {"provisioner.cast.ai/managed-by": None,
@@ -191,15 +194,19 @@ def test_default_render_objects(tmp_path: Path) -> None:
     ns, ctl, agent = NAMESPACE, "lp-livepolicy-controller", "lp-livepolicy-agent"
     assert inventory(objs) == sorted([
         ("ClusterRole", "", ctl), ("ClusterRole", "", agent),
+        ("ClusterRole", "", f"{agent}-tokenreview"),
         ("ClusterRoleBinding", "", ctl), ("ClusterRoleBinding", "", agent),
+        ("ClusterRoleBinding", "", f"{agent}-tokenreview"),
         ("ConfigMap", ns, "lp-livepolicy-policies"),
         ("DaemonSet", ns, agent), ("Deployment", ns, ctl),
         ("PodDisruptionBudget", ns, ctl),
         ("Role", ns, ctl), ("Role", "kube-system", f"{ctl}-cluster-info"),
+        ("Role", ns, "lp-livepolicy-apply-token"),
         ("RoleBinding", ns, ctl), ("RoleBinding", "kube-system", f"{ctl}-cluster-info"),
-        ("Secret", ns, f"{agent}-tls"), ("Secret", ns, f"{agent}-token"),
+        ("Secret", ns, f"{agent}-tls"),  # no shared token: agent.auth.mode
         ("Service", ns, f"{ctl}-metrics"),
         ("ServiceAccount", ns, ctl), ("ServiceAccount", ns, agent),
+        ("ServiceAccount", ns, "lp-livepolicy-apply"),
         ("ValidatingAdmissionPolicy", "", f"{agent}-own-node"),
         ("ValidatingAdmissionPolicyBinding", "", f"{agent}-own-node"),
     ])
@@ -207,7 +214,7 @@ def test_default_render_objects(tmp_path: Path) -> None:
         labels = o["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/version"] == livepolicy.__version__
-        assert labels["app.kubernetes.io/component"] in {"controller", "agent"}
+        assert labels["app.kubernetes.io/component"] in {"controller", "agent", "apply"}
 
 
 def test_chart_versions_follow_livepolicy() -> None:
@@ -281,13 +288,22 @@ def test_rbac_rules_are_exactly_least_privilege(tmp_path: Path) -> None:
     assert verbs == {"get", "list", "watch", "patch", "create", "update"}  # no delete, no *
     assert not any("secrets" in r["resources"] or "*" in r["resources"] or "*" in r["verbs"]
                    for o in roles for r in o["rules"])
-    # criu and sim agents call no API: no role, no token in the pod.
+    assert find(objs, "ClusterRole", f"{agent}-tokenreview")["rules"] == TOKENREVIEW_RULES
+    assert find(objs, "Role", "lp-livepolicy-apply-token")["rules"] == [
+        {"apiGroups": [""], "resources": ["serviceaccounts/token"],
+         "resourceNames": ["lp-livepolicy-apply"], "verbs": ["create"]}]
+    # criu and sim agents call the API only to review apply's tokens; with a shared
+    # token they call none: no role, no token in the pod.
     for runtime in ("criu", "sim"):
         other = render(tmp_path, {"agent": {"runtime": runtime}})
-        assert not [o for o in other if o["kind"].endswith(("Role", "RoleBinding"))
+        assert [o["rules"] for o in other if o["kind"] == "ClusterRole"
+                and o["metadata"]["name"].startswith(agent)] == [TOKENREVIEW_RULES]
+        shared = render(tmp_path, {"agent": {"runtime": runtime,
+                                             "auth": {"mode": "sharedToken"}}})
+        assert not [o for o in shared if o["kind"].endswith(("Role", "RoleBinding"))
                     and o["metadata"]["name"].startswith(agent)]
-        assert pod_spec(find(other, "DaemonSet"))["automountServiceAccountToken"] is False
-        assert find(other, "ServiceAccount", agent)["automountServiceAccountToken"] is False
+        assert pod_spec(find(shared, "DaemonSet"))["automountServiceAccountToken"] is False
+        assert find(shared, "ServiceAccount", agent)["automountServiceAccountToken"] is False
 
 
 def test_kubelet_agent_is_root_without_capabilities(tmp_path: Path) -> None:
@@ -318,8 +334,16 @@ def test_kubelet_agent_is_root_without_capabilities(tmp_path: Path) -> None:
     assert mounts["containerd-config"]["readOnly"] is True
     secrets = {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
     assert {s["defaultMode"] for s in secrets.values()} == {0o400}  # written 256
-    assert secrets["token"]["secretName"] == "lp-livepolicy-agent-token"
+    assert set(secrets) == {"tls"}  # no shared token: apply's tokens name one node each
     assert secrets["tls"]["secretName"] == "lp-livepolicy-agent-tls"
+    assert "--token-file" not in c["args"]
+    assert c["args"][c["args"].index("--auth-allow") + 1] == (
+        f"system:serviceaccount:{NAMESPACE}:lp-livepolicy-apply")
+    shared = pod_spec(find(render(tmp_path, {"agent": {"auth": {"mode": "sharedToken"}}}),
+                           "DaemonSet"))
+    (c,) = shared["containers"]
+    secrets = {v["name"]: v["secret"] for v in shared["volumes"] if "secret" in v}
+    assert secrets["token"]["secretName"] == "lp-livepolicy-agent-token"
     # The token is a file, never an argument or an environment variable.
     assert not any("TOKEN" in e["name"] for e in c["env"])
     assert c["args"][c["args"].index("--token-file") + 1] == "/etc/livepolicy/agent-token/token"
@@ -329,7 +353,8 @@ def test_kubelet_agent_is_root_without_capabilities(tmp_path: Path) -> None:
 def test_criu_agent_has_what_criu_needs_and_no_more(tmp_path: Path) -> None:
     ds = find(render(tmp_path, {"agent": {"runtime": "criu"}}), "DaemonSet")
     spec = pod_spec(ds)
-    assert spec["hostPID"] is True and spec["automountServiceAccountToken"] is False
+    assert spec["hostPID"] is True
+    assert spec["automountServiceAccountToken"] is True  # only for its TokenReviews
     assert spec["securityContext"]["seccompProfile"] == {"type": "Unconfined"}
     assert spec["securityContext"]["appArmorProfile"] == {"type": "Unconfined"}
     assert spec["securityContext"]["runAsUser"] == 0
@@ -396,7 +421,7 @@ def test_custom_values_render(tmp_path: Path) -> None:
 def test_components_can_be_turned_off(tmp_path: Path) -> None:
     only_agent = render(tmp_path, {"controller": {"enabled": False}})
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in only_agent} == {
-        "agent"}
+        "agent", "apply"}
     only_ctl = render(tmp_path, {"agent": {"enabled": False},
                                  "policies": {"existingConfigMap": "my-policies"}})
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in only_ctl} == {
@@ -448,7 +473,8 @@ def rendered_agent(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """An agent started from the DaemonSet's arguments with the chart's generated token
     and certificate (sim runtime, on loopback); yields (url, token, CA file)."""
     objs = render(tmp_path, {"agent": {"runtime": "sim", "hostNetwork": False, "tls": {
-        "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]}}})
+        "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]},
+        "auth": {"mode": "sharedToken"}}})
     token_dir, tls_dir, state = tmp_path / "token", tmp_path / "tls", tmp_path / "state"
     for d in (token_dir, tls_dir):
         d.mkdir(mode=0o700)

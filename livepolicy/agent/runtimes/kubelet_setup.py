@@ -35,7 +35,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--containerd-config", type=Path, default=d.containerd_config,
                    help="read to check that CRI restore is enabled")
     g.add_argument("--kubeconfig", type=Path,
-                   help="Kubernetes API access (default: the in-cluster ServiceAccount)")
+                   help="Kubernetes API access for the kubelet runtime and --auth-allow "
+                   "(default: the in-cluster ServiceAccount)")
 
 
 def kubelet_options(args: argparse.Namespace) -> KubeletOptions:
