@@ -31,20 +31,9 @@ from livepolicy.agent.server import AgentServer
 from livepolicy.kube.client import KubeClient
 from livepolicy.kube.resources import NAMESPACES, PODS
 from tests.agent.test_kubelet_fakes import FakeCtr, FakeKubelet, fake_ctr, fake_kubelet
-from tests.support.envtest import KubeTestEnv, kube_test_env
+from tests.support.envtest import KubeTestEnv
 
 __all__ = ["fake_ctr", "fake_kubelet"]
-
-
-@pytest.fixture(scope="module")
-def kube_env() -> Iterator[KubeTestEnv]:
-    yield from kube_test_env()
-
-
-@pytest.fixture(scope="module")
-def kube(kube_env: KubeTestEnv) -> Iterator[KubeClient]:
-    with KubeClient.from_config(str(kube_env.kubeconfig_path)) as client:
-        yield client
 
 
 def _running_status(pod: dict[str, Any]) -> dict[str, Any]:

@@ -45,10 +45,8 @@ from livepolicy.apply.local_agents import LocalSimAgents
 from livepolicy.cli.common import load_facts, load_policies, resolve_now
 from livepolicy.cli.main import cli
 from livepolicy.facts.model import ClusterFacts
-from livepolicy.kube.client import KubeClient
 from livepolicy.planner.plan import make_plan
 from livepolicy.planner.serialize import plan_document
-from tests.support.envtest import KubeTestEnv, kube_test_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BASIC = ROOT / "tests" / "cases" / "basic"
@@ -385,15 +383,3 @@ def kill_pool(pool: LocalSimAgents) -> None:
         if a.proc is not None and a.proc.poll() is None:
             a.proc.kill()
     pool.stop()
-
-
-@pytest.fixture(scope="module")
-def kube_env() -> Iterator[KubeTestEnv]:
-    """A real kube-apiserver for one module (`--cluster kube`, `--agents kube`)."""
-    yield from kube_test_env()
-
-
-@pytest.fixture(scope="module")
-def kube(kube_env: KubeTestEnv) -> Iterator[KubeClient]:
-    with KubeClient.from_config(str(kube_env.kubeconfig_path)) as client:
-        yield client
