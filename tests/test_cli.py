@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -267,3 +269,75 @@ def test_no_color_removes_every_escape_code(tmp_path: Path, command: list[str],
     assert plain.strip() and "\x1b" not in plain, plain
     if command[0] == "apply":
         assert "[simulated] Apply complete! 3 migrated" in plain
+
+
+def leaf_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            out += leaf_commands(command, (*prefix, name))
+        else:
+            out.append((*prefix, name))
+    return out
+
+
+# `agent` hands its arguments to the agent's own parser and prints JSON logs.
+NOT_CLICK = {("agent",)}
+
+
+def test_every_command_takes_no_color() -> None:
+    """Issue 11: `--no-color` on every command that prints, not only plan/show/apply."""
+    missing = []
+    for path in leaf_commands(cli):
+        if path in NOT_CLICK:
+            continue
+        command: click.Command = cli
+        for name in path:
+            assert isinstance(command, click.Group)
+            command = command.commands[name]
+        if "--no-color" not in {o for p in command.params for o in p.opts}:
+            missing.append(" ".join(path))
+    assert not missing, missing
+    assert len(leaf_commands(cli)) >= 20
+
+
+@pytest.mark.parametrize(("command", "code", "styled"), [
+    (["validate", "{bad}"], 1, True),
+    (["validate", "policies"], 0, False),
+    (["fmt", "--check", "{missing}"], 1, True),
+    (["schema", "--check", "--out", "{empty}"], 1, True),
+    (["rules"], 0, False),
+    (["explain", "pod", "a/b", "--cluster", "{missing}", "--policies", BASIC_POL], 1, True),
+    (["explain", "nodes", "a1", "a2", "--cluster", BASIC, "--policies", "{bad}"], 1, True),
+    (["graph", "--cluster", "{missing}", "--policies", BASIC_POL], 1, True),
+    (["snapshot", "--cluster", BASIC], 1, True),
+    (["label", "--cluster", BASIC, "--policies", BASIC_POL], 1, True),
+    (["controller"], 1, True),
+    (["lab", "status"], 1, False),
+    (["lab", "snapshot"], 1, False),
+], ids=lambda v: "-".join(v) if isinstance(v, list) else None)
+def test_no_color_on_every_printing_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            command: list[str], code: int,
+                                            styled: bool) -> None:
+    """With colours forced on, a command that styles its output (errors in red) writes
+    escape codes; with --no-color, none, on either stream, and the same exit code."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "p.yaml").write_text(BAD_POLICIES["wrongtype.yaml"][0])
+    (tmp_path / "empty").mkdir()
+    args = [a.format(bad=tmp_path / "bad", missing=tmp_path / "missing.yaml",
+                     empty=tmp_path / "empty") for a in command]
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("LIVEPOLICY_LAB_DIR", str(tmp_path / "no-lab"))
+
+    def output(*extra: str) -> str:
+        r = CliRunner().invoke(cli, [*args, *extra])
+        assert r.exit_code == code, (r.output, r.exception)
+        return r.stdout + r.stderr
+
+    colored = output()
+    assert ("\x1b[" in colored) == styled, colored
+    plain = output("--no-color")
+    assert plain.strip() and "\x1b" not in plain, plain
+    if styled:
+        assert plain == re.sub(r"\x1b\[[0-9;]*m", "", colored)

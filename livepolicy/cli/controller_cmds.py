@@ -13,7 +13,7 @@ from types import FrameType
 
 import click
 
-from livepolicy.cli.common import EXIT_OK, fail
+from livepolicy.cli.common import EXIT_OK, fail, no_color_option
 from livepolicy.core.diagnostics import Diagnostic
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -36,6 +36,7 @@ def _address(value: str) -> tuple[str, int]:
 
 
 @click.command()
+@no_color_option
 @click.option("--kubeconfig", metavar="FILE", help="kubeconfig file (default: in-cluster "
               "service account inside a pod, else the usual chain).")
 @click.option("--context", metavar="NAME", help="kubeconfig context.")

@@ -14,6 +14,7 @@ from livepolicy.cli.common import (
     json_option,
     load_facts,
     load_policies,
+    no_color_option,
     policies_option,
     print_json,
     resolve_now,
@@ -48,6 +49,7 @@ def explain() -> None:
 
 
 @explain.command(name="pod")
+@no_color_option
 @click.argument("pod")
 @cluster_option
 @policies_option
@@ -78,6 +80,7 @@ def explain_pod_cmd(pod: str, cluster: str, policies: str, as_json: bool,
 
 
 @explain.command(name="nodes")
+@no_color_option
 @click.argument("source")
 @click.argument("destination")
 @cluster_option
@@ -104,6 +107,7 @@ def explain_nodes_cmd(source: str, destination: str, cluster: str, policies: str
 
 
 @click.command()
+@no_color_option
 @cluster_option
 @policies_option
 @click.option("--format", "fmt", type=click.Choice(["dot", "json", "svg"]), default="dot",

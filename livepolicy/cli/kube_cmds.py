@@ -26,6 +26,7 @@ from livepolicy.cli.common import (
     diagnostics_exit,
     json_option,
     load_policies,
+    no_color_option,
     policies_option,
     print_json,
     print_lines,
@@ -116,6 +117,7 @@ def to_yaml(doc: Mapping[str, Any]) -> str:
 
 
 @click.command()
+@no_color_option
 @cluster_option
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
               show_default=True, help="Output format (JSON is much faster on big clusters).")
@@ -150,6 +152,7 @@ def snapshot(cluster: str, fmt: str, output: str | None) -> None:
 
 
 @click.command()
+@no_color_option
 @cluster_option
 @policies_option
 @json_option

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from livepolicy.apply.engine import AgentEndpoint
-from livepolicy.cli.common import EXIT_ERROR, json_option, print_json
+from livepolicy.cli.common import EXIT_ERROR, json_option, no_color_option, print_json
 from livepolicy.core.quantity import bytes_of, parse_bandwidth
 
 LAB_HELP = ("Lab state directory (default: $LIVEPOLICY_LAB_DIR or /run/livepolicy-lab).")
@@ -79,6 +79,7 @@ def lab(ctx: click.Context, state_dir: str | None) -> None:
 
 
 @lab.command()
+@no_color_option
 @click.option("--nodes", default=3, show_default=True, help="Number of lab nodes.")
 @click.option("--subnets", default="2", show_default=True,
               help="A number of /24 subnets (198.18.1.0/24, ...) or a comma list of CIDRs "
@@ -117,6 +118,7 @@ def up(ctx: click.Context, nodes: int, subnets: str, archs: str, pods: int, pod_
 
 
 @lab.command()
+@no_color_option
 @json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
@@ -157,6 +159,7 @@ def _print_status(data: dict[str, Any]) -> None:
 
 
 @lab.command()
+@no_color_option
 @json_option
 @click.pass_context
 def down(ctx: click.Context, as_json: bool) -> None:
@@ -188,6 +191,7 @@ def pod() -> None:
 
 
 @pod.command("create")
+@no_color_option
 @click.argument("name")
 @click.option("--namespace", "-n", default="default", show_default=True)
 @click.option("--node", help="Node to start it on (default: the one with the fewest pods).")
@@ -215,6 +219,7 @@ def pod_create(ctx: click.Context, name: str, namespace: str, node: str | None, 
 
 
 @pod.command("delete")
+@no_color_option
 @click.argument("pod_ref", metavar="NS/NAME")
 @click.pass_context
 def pod_delete(ctx: click.Context, pod_ref: str) -> None:
@@ -227,6 +232,7 @@ def pod_delete(ctx: click.Context, pod_ref: str) -> None:
 
 
 @lab.command()
+@no_color_option
 @click.argument("node")
 @click.option("--undo", is_flag=True, help="Uncordon.")
 @click.pass_context
@@ -240,6 +246,7 @@ def cordon(ctx: click.Context, node: str, undo: bool) -> None:
 
 
 @lab.command()
+@no_color_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to FILE (default: stdout).")
 @click.pass_context
 def snapshot(ctx: click.Context, out: str | None) -> None:
@@ -260,6 +267,7 @@ def snapshot(ctx: click.Context, out: str | None) -> None:
 
 
 @lab.command()
+@no_color_option
 @click.argument("pod_ref", metavar="NS/NAME")
 @click.argument("node")
 @json_option
@@ -286,6 +294,7 @@ def move(ctx: click.Context, pod_ref: str, node: str, as_json: bool) -> None:
 
 
 @lab.command()
+@no_color_option
 @click.argument("pod_ref", metavar="NS/NAME")
 @click.option("--interval", default=0.01, show_default=True,
               help="Seconds between a reply and the next request.")

@@ -15,6 +15,7 @@ from livepolicy.cli.common import (
     fail,
     json_option,
     load_policies,
+    no_color_option,
     print_json,
 )
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
@@ -27,6 +28,7 @@ from livepolicy.rules.registry import ALL_RULES
 
 
 @click.command()
+@no_color_option
 @click.argument("directory", default="policies", required=False)
 @json_option
 def validate(directory: str, as_json: bool) -> None:
@@ -42,6 +44,7 @@ def validate(directory: str, as_json: bool) -> None:
 
 
 @click.command()
+@no_color_option
 @click.argument("directory", default="policies", required=False)
 @click.option("--check", is_flag=True, help="Only report files that are not canonical; exit 1.")
 @click.option("--diff", "show_diff", is_flag=True, help="Print the changes as a diff.")
@@ -76,6 +79,7 @@ def fmt(directory: str, check: bool, show_diff: bool) -> None:
 
 
 @click.command()
+@no_color_option
 @click.option("--out", "out", default="schemas", show_default=True,
               help="Directory to write the JSON Schemas to.")
 @click.option("--check", is_flag=True, help="Exit 1 when the files in --out are out of date.")
@@ -96,6 +100,7 @@ def schema(out: str, check: bool) -> None:
 
 
 @click.command(name="rules")
+@no_color_option
 @click.option("--markdown", is_flag=True, help="Print the rule reference (docs/rules.md).")
 @json_option
 def rules_cmd(markdown: bool, as_json: bool) -> None:
