@@ -219,7 +219,8 @@ class _Server(ThreadingHTTPServer):
             except (OSError, ssl.SSLError) as exc:
                 # A client that hangs up before or during the handshake (the kubelet's
                 # tcpSocket probes, every few seconds) is not worth an INFO line.
-                quiet = isinstance(exc, ssl.SSLEOFError | ConnectionError | TimeoutError)
+                quiet = isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ConnectionError
+                                   | TimeoutError)
                 log.log(logging.DEBUG if quiet else logging.INFO,
                         "TLS handshake with %s failed: %s", client_address, exc)
                 return

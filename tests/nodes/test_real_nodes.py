@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.nodes.conftest import (
     NAMESPACE,
     POLICIES,
     SOURCE,
+    PodWatch,
     Workload,
     agents_ready,
     lease_holder,
@@ -28,28 +28,6 @@ from tests.nodes.conftest import (
     pods,
 )
 from tests.support.nodeenv import ARM_NODE, NODES, NodeTestEnv
-
-
-class PodWatch:
-    """Every pod name of a workload seen while it runs (a ReplicaSet replacement shows)."""
-
-    def __init__(self, w: Workload) -> None:
-        self.w, self.seen, self.stop = w, set[str](), threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            self.seen |= {p["metadata"]["name"] for p in pods(
-                self.w.env, "default", f"app%3D{self.w.name}")}
-            self.stop.wait(0.1)
-
-    def __enter__(self) -> PodWatch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def test_chart_runs_on_both_nodes(chart: NodeTestEnv) -> None:
@@ -111,24 +89,3 @@ def test_live_migration_keeps_the_process(workload: Workload, tmp_path: Path) ->
     if os.environ.get("LIVEPOLICY_BENCH_OUT"):
         Path(os.environ["LIVEPOLICY_BENCH_OUT"]).write_text(json.dumps({
             "freeze_ms": out["freeze_ms"], "duration_ms": out["duration_ms"]}))
-
-
-def test_destination_kubelet_killed_rolls_back(workload: Workload, tmp_path: Path) -> None:
-    """No kubelet on the destination: the restored copy never runs, the migration rolls back
-    before the commit point and the source goes on (count and token)."""
-    token = workload.ask("REQ 1")[0].split()[3]
-    env = workload.env
-    env.kill_kubelet(DESTINATION)
-    try:
-        _, events = plan_and_apply(env, tmp_path)
-    finally:
-        env.start_kubelet(DESTINATION)
-    out = _outcome(events)
-    assert out["result"] == "rolled_back", out
-    assert "restore" in out["error"] or "not running" in out["error"], out
-    pod = workload.pod()
-    assert pod["spec"]["nodeName"] == SOURCE
-    after = workload.ask("REQ 2")[0].split()
-    assert after[2] == "2" and after[3] == token
-    journal = (tmp_path / "state").rglob("journal*")
-    assert any(out["error"][:40] in p.read_text() for p in journal if p.is_file())

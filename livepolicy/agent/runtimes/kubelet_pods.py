@@ -122,20 +122,40 @@ def memory_bytes(pod: Pod) -> int:
     return total
 
 
+#: How much of the kubelet's messages (containerd's, runc's, CRIU's errors) a reason keeps.
+MAX_REASON_MESSAGE = 600
+
+
+def _state(st: dict[str, Any]) -> str:
+    """`Reason: message` of a container that does not run (waiting or terminated), with
+    its last termination's: where the kubelet puts containerd's refusal of a restore
+    (StartError, RunContainerError: runc's and CRIU's words) once it is in back-off."""
+    state = st.get("state") or {}
+    now = state.get("waiting") or state.get("terminated") or {}
+    out = str(now.get("reason") or next(iter(state), "unknown"))
+    if now.get("message"):
+        out += f": {str(now['message'])[:MAX_REASON_MESSAGE]}"
+    last = (st.get("lastState") or {}).get("terminated") or {}
+    if last.get("message") and str(last["message"])[:MAX_REASON_MESSAGE] not in out:
+        out += f" (last: {last.get('reason')}: {str(last['message'])[:MAX_REASON_MESSAGE]})"
+    return out
+
+
 def is_running(pod: Pod) -> tuple[bool, str]:
     """Whether every container runs, and if not, why (the kubelet's waiting reason)."""
     status = pod.get("status") or {}
     if status.get("phase") != "Running":
-        reasons = [f"{s.get('name')}: {(s.get('state') or {}).get('waiting', {}).get('reason')}"
-                   for s in status.get("containerStatuses") or []
-                   if (s.get("state") or {}).get("waiting")]
+        reasons = [f"{s.get('name')}: {_state(s)}" for s in status.get("containerStatuses")
+                   or [] if (s.get("state") or {}).get("waiting")]
         return False, f"pod is {status.get('phase') or 'Pending'}" + (
             f" ({'; '.join(reasons)})" if reasons else "")
     states = {str(s.get("name")): s for s in status.get("containerStatuses") or []}
     for name in container_names(pod):
         st = states.get(name)
-        if st is None or "running" not in (st.get("state") or {}):
+        if st is None:
             return False, f"container {name} is not running"
+        if "running" not in (st.get("state") or {}):
+            return False, f"container {name} is not running ({_state(st)})"
         if int(st.get("restartCount") or 0) > 0:
             return False, f"container {name} restarted (started afresh, not restored)"
     return True, ""
