@@ -33,6 +33,7 @@ from livepolicy.agent.runtimes.kubelet_setup import add_flags as _kubelet_flags
 from livepolicy.agent.runtimes.kubelet_setup import kubelet_options
 from livepolicy.agent.server import AgentServer, serve
 from livepolicy.core.quantity import bytes_of, parse_bandwidth
+from livepolicy.kube.errors import KubeError
 
 
 def _bytes(value: str) -> int:
@@ -158,5 +159,9 @@ def run_agent(argv: Sequence[str] | None = None) -> int:
         serve(config, on_ready=announce)
     except (OSError, ValueError) as exc:
         print(f"livepolicy agent: {exc}", file=sys.stderr)
+        return 1
+    except KubeError as exc:  # --auth-allow reviews tokens through the Kubernetes API
+        print(f"livepolicy agent: --auth-allow needs the Kubernetes API: {exc}",
+              file=sys.stderr)
         return 1
     return 0

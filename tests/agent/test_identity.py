@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ import pytest
 from livepolicy.agent.auth import TokenReviewer, hex_digest
 from livepolicy.agent.client import AgentError
 from livepolicy.agent.errors import ApiError
+from livepolicy.agent.main import run_agent
 from livepolicy.agent.server import ROUTES
 
 from .conftest import Agent, Migration
@@ -130,3 +132,14 @@ def test_token_review_that_cannot_ask_is_a_503_never_a_yes() -> None:
     with pytest.raises(ApiError) as err:
         review(JWT)
     assert err.value.status == 503 and err.value.code == "auth_unavailable"
+
+
+def test_an_agent_that_cannot_reach_the_api_says_so(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--auth-allow without a usable kubeconfig: a one-line error and status 1."""
+    status = run_agent(["--node", "n1", "--state-dir", str(tmp_path), "--port", "0",
+                        "--auth-allow", APPLY, "--kubeconfig", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith("livepolicy agent: --auth-allow needs the "
+                                          "Kubernetes API"), err
+    assert "Traceback" not in err
