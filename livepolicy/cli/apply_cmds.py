@@ -116,7 +116,9 @@ def _agents_choice(agents: str | None, cluster: str) -> str:
                    "(with hostNetwork the node's IP), the node name, or whichever the "
                    "chart's certificate names.")
 @click.option("--agent-token-file", type=click.Path(dir_okay=False), help="--agents kube: "
-              "the agents' bearer token (default: read from the chart's Secret).")
+              "one bearer token for every agent (default: a token minted per node for the "
+              "chart's apply ServiceAccount, or the chart's Secret with "
+              "agent.auth.mode=sharedToken).")
 @click.option("--agent-ca-file", type=click.Path(dir_okay=False), help="--agents kube: the "
               "CA of the agents' certificate (default: read from the chart's Secret).")
 @target_option
