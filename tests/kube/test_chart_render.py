@@ -127,13 +127,32 @@ def values_file(tmp: Path, values: dict[str, Any]) -> Path:
     return path
 
 
-def render(tmp: Path, values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE,
-           release: str = RELEASE, extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """`helm template`: every object of the chart, in helm's install order."""
+# `helm template` cannot read the cluster, so the chart refuses to generate the agents'
+# certificate there unless told that a throwaway render is meant (docs/gitops.md); most
+# tests here look at such renders.
+EVERY_RENDER: dict[str, Any] = {"agent": {"generatedSecrets": "everyRender"}}
+
+
+def template(tmp: Path, values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE,
+             release: str = RELEASE, extra: tuple[str, ...] = (),
+             generate: bool = True) -> str:
+    """`helm template`'s output; `generate`: with agent.generatedSecrets=everyRender
+    underneath `values`."""
     args = ["template", release, str(CHART), "--namespace", namespace, *extra]
+    if generate:
+        args += ["--values", str(values_file(tmp, EVERY_RENDER))]
     if values:
         args += ["--values", str(values_file(tmp, values))]
-    docs = YAML(typ="safe", pure=True).load_all(helm(*args).stdout)
+    return helm(*args).stdout
+
+
+def render(tmp: Path, values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE,
+           release: str = RELEASE, extra: tuple[str, ...] = (),
+           generate: bool = True) -> list[dict[str, Any]]:
+    """`helm template`: every object of the chart, in helm's install order."""
+    out = template(tmp, values, namespace=namespace, release=release, extra=extra,
+                   generate=generate)
+    docs = YAML(typ="safe", pure=True).load_all(out)
     return [d for d in docs if d]
 
 
@@ -160,7 +179,12 @@ def secret_data(obj: dict[str, Any], key: str) -> bytes:
 
 # -- lint ---------------------------------------------------------------------------------
 def test_helm_lint_default_and_custom_values(tmp_path: Path) -> None:
-    helm("lint", "--strict", str(CHART))
+    # lint cannot read a cluster: helm lint reports the chart's `fail` as information
+    out = helm("lint", "--strict", str(CHART))
+    assert "would be new random values on every render" in out.stdout + out.stderr
+    for gitops in ("agent.tls.certManager.enabled=true", "agent.tls.existingSecret=mine",
+                   "agent.generatedSecrets=everyRender"):
+        helm("lint", "--strict", str(CHART), "--set", gitops)
     out = helm("lint", "--strict", str(CHART), "--namespace", "ops",
                "--values", str(values_file(tmp_path, CUSTOM_VALUES)))
     assert "0 chart(s) failed" in out.stdout
@@ -178,11 +202,22 @@ def test_helm_lint_default_and_custom_values(tmp_path: Path) -> None:
     ({"policies": {"existingConfigMap": "other/policies"}}, "must be in the release namespace"),
     ({"agent": {"tls": {"dnsNames": [], "ipAddresses": []}}}, "give dnsNames or ipAddresses"),
     ({"agent": {"runtime": "criu", "criu": {"nodeConfig": ""}}}, "agent.criu.nodeConfig"),
+    ({"agent": {"generatedSecrets": "always"}}, "at '/agent/generatedSecrets'"),
+    ({"agent": {"tls": {"certManager": {"issuerRef": {"kind": "Vault"}}}}},
+     "at '/agent/tls/certManager/issuerRef/kind'"),
+    ({"agent": {"tls": {"certManager": {"enabled": True, "dnsNames": []}}}},
+     "additional properties 'dnsNames' not allowed"),
+    ({"agent": {"tls": {"certManager": {"enabled": True}, "dnsNames": []}}},
+     "agent.tls.certManager: give agent.tls.dnsNames"),
+    ({"controller": {"rbac": {"labelKey": "not a key"}}}, "at '/controller/rbac/labelKey'"),
+    ({"agent": {"rbac": {"copies": {"allowHostNetwork": True}}}},
+     "additional properties 'allowHostNetwork' not allowed"),
 ])
 def test_bad_values_are_refused_with_the_value_named(tmp_path: Path, values: dict[str, Any],
                                                      message: str) -> None:
-    out = helm("template", RELEASE, str(CHART), "--values", str(values_file(tmp_path, values)),
-               check=False)
+    out = helm("template", RELEASE, str(CHART), "--values",
+               str(values_file(tmp_path, EVERY_RENDER)), "--values",
+               str(values_file(tmp_path, values)), check=False)
     assert out.returncode == 1
     assert message in out.stderr, out.stderr
     assert "panic" not in out.stderr and "goroutine" not in out.stderr
@@ -209,6 +244,8 @@ def test_default_render_objects(tmp_path: Path) -> None:
         ("ServiceAccount", ns, "lp-livepolicy-apply"),
         ("ValidatingAdmissionPolicy", "", f"{agent}-own-node"),
         ("ValidatingAdmissionPolicyBinding", "", f"{agent}-own-node"),
+        ("ValidatingAdmissionPolicy", "", f"{ctl}-label-only"),
+        ("ValidatingAdmissionPolicyBinding", "", f"{ctl}-label-only"),
     ])
     for o in objs:
         labels = o["metadata"]["labels"]
@@ -514,3 +551,80 @@ def test_agent_serves_https_with_the_charts_token_and_certificate(
     cert = x509.load_pem_x509_certificate(ca.with_name("tls.crt").read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+
+
+# -- secrets that stay the same under `helm template` (GitOps) -----------------------------
+GITOPS_MODES: dict[str, dict[str, Any]] = {
+    "existing-secrets": {"agent": {"tls": {"existingSecret": "agent-certs"},
+                                   "auth": {"mode": "sharedToken"},
+                                   "existingTokenSecret": "agent-token"}},
+    "cert-manager": {"agent": {"tls": {"certManager": {"enabled": True}}}},
+    "cert-manager-issuer": {"agent": {"tls": {"certManager": {"enabled": True, "issuerRef": {
+        "name": "platform-ca", "kind": "ClusterIssuer"}}}}},
+    "given-token": {"agent": {"auth": {"mode": "sharedToken"}, "token": "g" * 32,
+                              "tls": {"existingSecret": "agent-certs"}}},
+    "no-tls": {"agent": {"tls": {"enabled": False}}},
+}
+
+
+@pytest.mark.parametrize("mode", sorted(GITOPS_MODES))
+def test_gitops_modes_render_byte_identical(tmp_path: Path, mode: str) -> None:
+    first = template(tmp_path, GITOPS_MODES[mode], generate=False)
+    assert template(tmp_path, GITOPS_MODES[mode], generate=False) == first
+
+
+def test_generated_secrets_are_refused_offline_and_random_when_asked(tmp_path: Path) -> None:
+    out = helm("template", RELEASE, str(CHART), check=False)
+    assert out.returncode == 1
+    assert ("this render cannot read the cluster (helm template, helm lint, Argo CD), so the "
+            "agents' CA and TLS key (agent.tls) would be new random values") in out.stderr
+    out = helm("template", RELEASE, str(CHART), "--set", "agent.tls.existingSecret=x",
+               "--set", "agent.auth.mode=sharedToken", check=False)
+    assert out.returncode == 1 and "the shared agent token (agent.token)" in out.stderr
+    assert "agent.existingTokenSecret or agent.token" in out.stderr
+    # everyRender: what the issue saw, now only when asked for
+    assert template(tmp_path) != template(tmp_path)
+
+
+def test_existing_secrets_render_no_secret_and_are_referenced(tmp_path: Path) -> None:
+    objs = render(tmp_path, GITOPS_MODES["existing-secrets"], generate=False)
+    assert not [o for o in objs if o["kind"] == "Secret"]
+    spec = pod_spec(find(objs, "DaemonSet"))
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    assert secrets == {"token": "agent-token", "tls": "agent-certs"}
+    # The controller reads no agent secret at all (it holds no secret volume or right).
+    ctl = pod_spec(find(objs, "Deployment"))
+    assert not [v for v in ctl["volumes"] if "secret" in v]
+
+
+def test_cert_manager_objects(tmp_path: Path) -> None:
+    """The self-signed chain: Issuer (selfSigned) -> CA Certificate (isCA) -> CA Issuer ->
+    the agents' Certificate into the Secret the DaemonSet mounts; no Secret rendered.
+    Field names and values are cert-manager.io/v1's documented ones
+    (cert-manager.io/docs/reference/api-docs); test_chart_apiserver checks them against a
+    structural CRD of those fields with strict field validation."""
+    objs = render(tmp_path, GITOPS_MODES["cert-manager"], generate=False)
+    agent = "lp-livepolicy-agent"
+    assert not [o for o in objs if o["kind"] == "Secret"]
+    assert find(objs, "Issuer", f"{agent}-selfsigned")["spec"] == {"selfSigned": {}}
+    ca = find(objs, "Certificate", f"{agent}-ca")["spec"]
+    assert ca["isCA"] is True and ca["secretName"] == f"{agent}-ca"
+    assert ca["issuerRef"] == {"name": f"{agent}-selfsigned", "kind": "Issuer",
+                               "group": "cert-manager.io"}
+    assert find(objs, "Issuer", f"{agent}-ca")["spec"] == {"ca": {"secretName": f"{agent}-ca"}}
+    tls = find(objs, "Certificate", f"{agent}-tls")["spec"]
+    assert tls["secretName"] == f"{agent}-tls"
+    assert tls["dnsNames"] == ["*.ec2.internal", "*.us-east-1.compute.internal"]
+    assert tls["usages"] == ["digital signature", "key encipherment", "server auth",
+                             "client auth"]
+    assert tls["duration"] == f"{825 * 24}h"
+    assert tls["issuerRef"] == {"name": f"{agent}-ca", "kind": "Issuer",
+                                "group": "cert-manager.io"}
+    spec = pod_spec(find(objs, "DaemonSet"))
+    (tls_volume,) = [v["secret"] for v in spec["volumes"] if "secret" in v]
+    assert tls_volume["secretName"] == f"{agent}-tls"
+    assert [i["key"] for i in tls_volume["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+    own = render(tmp_path, GITOPS_MODES["cert-manager-issuer"], generate=False)
+    assert [o["kind"] for o in own if o["kind"] in ("Issuer", "Certificate")] == ["Certificate"]
+    assert find(own, "Certificate")["spec"]["issuerRef"] == {
+        "name": "platform-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}

@@ -99,17 +99,57 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-tls" (include "livepolicy.agent.fullname" .)) .Values.agent.tls.existingSecret }}
 {{- end }}
 
+{{/* The chart makes the agent's certificate itself (no existing Secret, no cert-manager). */}}
+{{- define "livepolicy.agent.tlsGenerated" -}}
+{{- $t := .Values.agent.tls }}
+{{- if and $t.enabled (not $t.existingSecret) (not $t.certManager.enabled) }}true{{ end }}
+{{- end }}
+
+{{/* The chart makes the shared token itself (sharedToken mode, no token or Secret given). */}}
+{{- define "livepolicy.agent.tokenGenerated" -}}
+{{- $a := .Values.agent }}
+{{- if and (eq $a.auth.mode "sharedToken") (not $a.existingTokenSecret) (not $a.token) }}true{{ end }}
+{{- end }}
+
 {{/*
-The agent's generated secrets, computed once per render and shared (through .Values)
-by the Secrets and the DaemonSet's checksum: {"token", "crt", "key", "ca", "sans"}
-(base64 where the Secret wants it; absent parts are empty).
-Kept across upgrades: the installed Secrets are read back with lookup.
+Whether this render can read the cluster: `helm install/upgrade` and `--dry-run=server`
+can, `helm template`, `helm lint` and Argo CD (which runs `helm template`) cannot, and
+there every `lookup` is empty. kube-system exists in every cluster.
+*/}}
+{{- define "livepolicy.online" -}}
+{{- if (lookup "v1" "Namespace" "" "kube-system") }}true{{ end }}
+{{- end }}
+
+{{/*
+The agent's secrets, computed once per render and shared (through .Values) by the Secrets
+and the DaemonSet's checksum: {"token", "crt", "key", "ca", "sans", "source"} (base64 where
+the Secret wants it; absent parts are empty). Only what the chart generates is random:
+existing Secrets, cert-manager and a given agent.token give the same output on every
+render (GitOps). Generated parts are kept across upgrades (the installed Secrets are read
+back with lookup); a render that cannot read the cluster refuses to make them, unless
+agent.generatedSecrets is everyRender.
 */}}
 {{- define "livepolicy.agent.secrets" -}}
 {{- $a := .Values.agent }}
 {{- if not (hasKey $a "__generated") }}
-{{- $out := dict "token" "" "crt" "" "key" "" "ca" "" "sans" "" }}
-{{- if not $a.existingTokenSecret }}
+{{- $t := $a.tls }}
+{{- $source := "none" }}
+{{- if $t.enabled }}
+{{- $source = ternary (printf "existingSecret=%s" $t.existingSecret) (ternary (printf "certManager=%s" (toJson (dict "issuerRef" $t.certManager.issuerRef "dnsNames" $t.dnsNames "ipAddresses" $t.ipAddresses))) "generated" $t.certManager.enabled) (not (empty $t.existingSecret)) }}
+{{- end }}
+{{- $out := dict "token" "" "crt" "" "key" "" "ca" "" "sans" "" "source" $source }}
+{{- $genToken := include "livepolicy.agent.tokenGenerated" . }}
+{{- $genTLS := include "livepolicy.agent.tlsGenerated" . }}
+{{- if and (or $genToken $genTLS) (ne $a.generatedSecrets "everyRender") (not (include "livepolicy.online" .)) }}
+{{- $what := list }}
+{{- if $genTLS }}{{ $what = append $what "the agents' CA and TLS key (agent.tls)" }}{{ end }}
+{{- if $genToken }}{{ $what = append $what "the shared agent token (agent.token)" }}{{ end }}
+{{- fail (printf "this render cannot read the cluster (helm template, helm lint, Argo CD), so %s would be new random values on every render. For GitOps give agent.tls.existingSecret or set agent.tls.certManager.enabled=true%s (docs/gitops.md); or install with helm install/upgrade, which generates them once and keeps them; or set agent.generatedSecrets=everyRender for a throwaway render" (join " and " $what) (ternary ", and agent.existingTokenSecret or agent.token" "" (not (empty $genToken)))) }}
+{{- end }}
+{{- if eq $a.auth.mode "sharedToken" }}
+{{- if $a.existingTokenSecret }}
+{{- $_ := set $out "token" (printf "existingSecret=%s" $a.existingTokenSecret) }}
+{{- else }}
 {{- $token := $a.token }}
 {{- if not $token }}
 {{- $old := lookup "v1" "Secret" .Release.Namespace (include "livepolicy.agent.tokenSecret" .) }}
@@ -121,8 +161,8 @@ Kept across upgrades: the installed Secrets are read back with lookup.
 {{- end }}
 {{- $_ := set $out "token" ($token | b64enc) }}
 {{- end }}
-{{- if and $a.tls.enabled (not $a.tls.existingSecret) }}
-{{- $t := $a.tls }}
+{{- end }}
+{{- if $genTLS }}
 {{- $sans := printf "dns=%s;ip=%s" (join "," $t.dnsNames) (join "," $t.ipAddresses) }}
 {{- $old := lookup "v1" "Secret" .Release.Namespace (include "livepolicy.agent.tlsSecret" .) }}
 {{- if and $old $old.data $old.metadata.annotations (eq (index $old.metadata.annotations "livepolicy.io/tls-sans") $sans) }}
