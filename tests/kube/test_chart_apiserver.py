@@ -42,6 +42,8 @@ from livepolicy.kube.resources import (
     STATEFULSETS,
     Resource,
 )
+from livepolicy.agent.runtimes.kubelet import image_ref
+from livepolicy.agent.runtimes.kubelet_pods import handover_patch, restored_name, restored_pod
 from tests.kube.seed import ensure_eniconfig_crd
 from tests.kube.test_chart_render import (
     CHART,
@@ -528,7 +530,8 @@ def test_agent_pod_writes_are_confined_to_its_own_node(
     token of its pod on node A, the agent creates restored copies on A only, deletes and
     changes pods of A only, and may hand labels over to a copy elsewhere (the commit)."""
     policy = [o for o in render(tmp_path, namespace=NS)
-              if o["kind"].startswith("ValidatingAdmissionPolicy")]
+              if o["kind"].startswith("ValidatingAdmissionPolicy")
+              and o["metadata"]["name"].endswith("-own-node")]
     assert len(policy) == 2
     a, b = "lp-chart-a", "lp-chart-b"
 
@@ -540,15 +543,26 @@ def test_agent_pod_writes_are_confined_to_its_own_node(
             spec["serviceAccountName"] = sa
         return {"metadata": {"name": name, "labels": labels or {}}, "spec": spec}
 
-    copy_label = {"livepolicy.io/restored-from-uid": "0f0e"}
+    copy_label = {"livepolicy.io/restored-from-uid": "0f0e0f0e-0000-4000-8000-00000000000e"}
+
+    def restored(source: dict[str, Any], node: str, mid: str = "m-1") -> dict[str, Any]:
+        """The kubelet runtime's own restored copy of `source` (kubelet_pods.restored_pod)."""
+        name = source["metadata"]["name"]
+        images = {c["name"]: image_ref(NS, name, c["name"], mid)
+                  for c in source["spec"]["containers"]}
+        return restored_pod(source, name=restored_name(name, mid), node=node, images=images,
+                            mid=mid, state_sha256="ab" * 32)
     made: list[str] = []
     try:
         for node in (a, b):
             kube.create(NODES, {"metadata": {"name": node}})
         agent_pod = kube.create(PODS, pod("agent-a", a, sa=AGENT_SA), NS)
-        for name, node, labels in (("web-a", a, {}), ("web-b", b, {}),
-                                   ("copy-b", b, copy_label)):
-            kube.create(PODS, pod(name, node, labels), NS)
+        sources: dict[str, dict[str, Any]] = {}
+        for name, node, labels in (("web-a", a, {"app": "web"}), ("web-b", b, {})):
+            sources[name] = kube.create(PODS, pod(name, node, labels), NS)
+        copy_b = pod("copy-b", b, copy_label)
+        copy_b["metadata"]["annotations"] = {"livepolicy.io/parked-labels": '{"app": "web"}'}
+        kube.create(PODS, copy_b, NS)
         made += ["agent-a", "web-a", "web-b", "copy-b"]
         for obj in policy:
             apply(kube, obj, dry_run=False)
@@ -569,21 +583,22 @@ def test_agent_pod_writes_are_confined_to_its_own_node(
             wait_until = time.monotonic() + 30
             for attempt in range(1000):
                 try:
-                    sa.create(PODS, pod(f"probe-{attempt}", b, copy_label), NS)
+                    sa.create(PODS, restored(sources["web-a"], b, f"probe-{attempt}"), NS,
+                              dry_run=True)
                 except KubeError as exc:
                     assert "own node" in exc.message, exc.message
                     break
-                kube.delete(PODS, f"probe-{attempt}", NS, grace_period=0)
                 assert time.monotonic() < wait_until, "the policy was never enforced"
                 time.sleep(0.2)
 
-            sa.create(PODS, pod("web-a-0a1b2c3d", a, copy_label), NS)
-            made.append("web-a-0a1b2c3d")
-            sa.patch(PODS, "web-a-0a1b2c3d", {"metadata": {"labels": {"app": "web"}}}, NS)
-            sa.patch(PODS, "copy-b", {"metadata": {"labels": {"app": "web"}}}, NS)  # handover
+            copy_a = sa.create(PODS, restored(sources["web-a"], a), NS)
+            copy_a_name = copy_a["metadata"]["name"]
+            made.append(copy_a_name)
+            sa.patch(PODS, copy_a_name, {"metadata": {"labels": {"app": "web"}}}, NS)
+            sa.patch(PODS, "copy-b", handover_patch(kube.get(PODS, "copy-b", NS)), NS)  # commit
             sa.delete(PODS, "web-a", NS, grace_period=0)
             made.remove("web-a")
-            refused(lambda: sa.create(PODS, pod("x-b", b, copy_label), NS),
+            refused(lambda: sa.create(PODS, restored(sources["web-b"], b), NS),
                     "creates only restored copies")
             refused(lambda: sa.create(PODS, pod("x-a", a), NS), "creates only restored copies")
             refused(lambda: sa.delete(PODS, "web-b", NS), "deletes only pods of its own node")
@@ -592,7 +607,7 @@ def test_agent_pod_writes_are_confined_to_its_own_node(
                     "changes only pods of its own node")
             refused(lambda: sa.patch(PODS, "copy-b", {"spec": {"activeDeadlineSeconds": 5}},
                                      NS), "changes only pods of its own node")
-            refused(lambda: loose.create(PODS, pod("y-a", a, copy_label), NS),
+            refused(lambda: loose.create(PODS, restored(sources["web-a"], a, "m-2"), NS),
                     "token names no node")
             assert sa.get(PODS, "web-b", NS)  # reads are RBAC's: the source is on A or B
     finally:
@@ -613,3 +628,92 @@ def test_rendered_rbac_is_what_was_applied(kube: KubeClient,
         for key in ("rules", "roleRef", "subjects"):
             if key in obj:
                 assert stored[key] == obj[key], (obj["kind"], meta["name"], key)
+
+
+def test_helm_install_with_cert_manager_needs_its_api(kube_env: KubeTestEnv) -> None:
+    """On a cluster without cert-manager, the install says so before creating anything."""
+    out = helm("install", "lpcm", str(CHART), "--namespace", "lp-chart-cm",
+               "--kubeconfig", str(kube_env.kubeconfig_path), "--dry-run=server",
+               "--set", "agent.tls.certManager.enabled=true", check=False)
+    assert out.returncode == 1
+    assert "this cluster serves no cert-manager.io/v1 API" in out.stderr, out.stderr
+
+
+# -- cert-manager objects -----------------------------------------------------------------
+def _crd(kind: str, plural: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.cert-manager.io"},
+            "spec": {"group": "cert-manager.io", "scope": "Namespaced",
+                     "names": {"plural": plural, "singular": kind.lower(), "kind": kind,
+                               "listKind": f"{kind}List"},
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                         "openAPIV3Schema": {"type": "object", "properties": {
+                             "spec": {"type": "object", "properties": spec}}}}}]}}
+
+
+_STR = {"type": "string"}
+_REF = {"type": "object", "required": ["name"], "properties": {
+    "name": _STR, "kind": _STR, "group": _STR}}
+# cert-manager's release CRDs are not available offline here: these are reduced to the
+# fields the chart sets, typed as cert-manager.io/v1 documents them
+# (cert-manager.io/docs/reference/api-docs: IssuerSpec, CertificateSpec, KeyUsage,
+# CertificatePrivateKey). Unknown or mistyped fields are refused (fieldValidation=Strict).
+CERT_MANAGER_CRDS = [
+    _crd("Issuer", "issuers", {
+        "selfSigned": {"type": "object", "properties": {"crlDistributionPoints": {
+            "type": "array", "items": _STR}}},
+        "ca": {"type": "object", "required": ["secretName"], "properties": {
+            "secretName": _STR}}}),
+    _crd("Certificate", "certificates", {
+        "secretName": _STR, "commonName": _STR, "isCA": {"type": "boolean"},
+        "dnsNames": {"type": "array", "items": _STR},
+        "ipAddresses": {"type": "array", "items": _STR},
+        "duration": _STR, "renewBefore": _STR,
+        "usages": {"type": "array", "items": {"type": "string", "enum": [
+            "signing", "digital signature", "content commitment", "key encipherment",
+            "key agreement", "data encipherment", "cert sign", "crl sign", "encipher only",
+            "decipher only", "any", "server auth", "client auth", "code signing",
+            "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user",
+            "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"]}},
+        "privateKey": {"type": "object", "properties": {
+            "algorithm": {"type": "string", "enum": ["RSA", "ECDSA", "Ed25519"]},
+            "size": {"type": "integer"}, "encoding": {"type": "string"},
+            "rotationPolicy": {"type": "string", "enum": ["Never", "Always"]}}},
+        "issuerRef": _REF}),
+]
+
+
+def test_cert_manager_objects_pass_strict_dry_run(kube: KubeClient, kube_env: KubeTestEnv,
+                                                  release_ns: str, tmp_path: Path) -> None:
+    for crd in CERT_MANAGER_CRDS:
+        try:
+            kube.create(CRDS, crd)
+        except KubeError as exc:
+            assert exc.status == 409, exc
+    try:
+        plurals = {"Issuer": "issuers", "Certificate": "certificates"}
+        objs = [o for o in render(tmp_path, {"agent": {"tls": {"certManager": {
+            "enabled": True, "renewBefore": "720h"}}}}, namespace=NS, generate=False)
+            if o["kind"] in plurals]
+        assert sorted(o["kind"] for o in objs) == ["Certificate", "Certificate", "Issuer",
+                                                   "Issuer"]
+        for obj in objs:
+            path = f"/apis/cert-manager.io/v1/namespaces/{NS}/{plurals[obj['kind']]}"
+            deadline = time.monotonic() + 30
+            while True:
+                status, body = kube_env.request(
+                    "POST", f"{path}?dryRun=All&fieldValidation=Strict", obj)
+                if status != 404 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)  # the CRD is being established
+            assert status == 201, (obj["metadata"]["name"], body)
+        cert = next(o for o in objs if o["kind"] == "Certificate")
+        bad = {**cert, "spec": {**cert["spec"], "dnsName": ["typo"]}}
+        status, body = kube_env.request(
+            "POST", f"/apis/cert-manager.io/v1/namespaces/{NS}/certificates"
+            "?dryRun=All&fieldValidation=Strict", bad)
+        assert status == 400 and 'unknown field "spec.dnsName"' in str(body), body
+    finally:
+        for crd in CERT_MANAGER_CRDS:
+            delete_quietly(kube, CRDS, crd["metadata"]["name"], None)
+

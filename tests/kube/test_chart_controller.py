@@ -77,10 +77,13 @@ def chart_rbac(request: pytest.FixtureRequest, empty_cluster: KubeClient, tmp_pa
     make_namespace(empty_cluster, NS)
     files = {p.name: p.read_text() for p in BENCH_POLICIES.glob("*.yaml")}
     values = {"policies": {"files": files}, **getattr(request, "param", {})}
+    # With the controller's admission policy: every write it makes must pass it.
     objs = [o for o in render(tmp_path, values, namespace=NS)
-            if o["kind"] in (*RBAC_KINDS, "ConfigMap")]
+            if o["kind"] in (*RBAC_KINDS, "ConfigMap")
+            or o["metadata"]["name"].endswith("-controller-label-only")]
     for obj in objs:
         apply(empty_cluster, obj, dry_run=False)
+    assert sum(o["kind"].startswith("ValidatingAdmissionPolicy") for o in objs) == 2
     yield objs
     delete_rendered(empty_cluster, objs)
     if empty_cluster.get_optional(LEASES, "livepolicy-controller", NS) is not None:
