@@ -111,7 +111,7 @@ def test_controller_changes_only_the_label(kube: KubeClient, kube_env: KubeTestE
     token = kube_env.service_account_token(NS, CONTROLLER_SA)
     kc = kube_env.token_kubeconfig(token, tmp_path / "controller")
     with KubeClient.from_config(str(kc)) as sa:
-        def patch(body: dict[str, Any], kind: str = "strategic") -> object:
+        def patch(body: Any, kind: str = "strategic") -> object:
             return sa.patch(PODS, shop_pod, body, SHOP, patch_type=kind)
 
         wait_enforced(lambda: sa.patch(PODS, shop_pod, {"metadata": {"labels": {"app": "x"}}},
@@ -129,7 +129,8 @@ def test_controller_changes_only_the_label(kube: KubeClient, kube_env: KubeTestE
         (outcome,) = LabelWriter(sa, dry_run=True).run(
             [LabelEdit(SHOP, shop_pod, KEY, None)], {}, lambda fresh: [])
         assert outcome.result == "would-apply"
-        also = "may only change the pod label live.cast.ai/migration-enabled; this request also changes "
+        also = (f"may only change the pod label {KEY}; "
+                "this request also changes ")
         for body, what in (
                 ({"metadata": {"labels": {"app": "other"}}}, "other labels"),
                 ({"metadata": {"labels": {"new": "x"}}}, "other labels"),
@@ -174,7 +175,8 @@ def test_controller_policy_holds_even_if_rbac_is_widened(
     try:
         with KubeClient.from_config(str(kc)) as sa:
             msg = "may only change the pod label live.cast.ai/migration-enabled, not "
-            wait_enforced(lambda: sa.delete(PODS, shop_pod, SHOP, dry_run=True), msg + "delete pods")
+            wait_enforced(lambda: sa.delete(PODS, shop_pod, SHOP, dry_run=True),
+                          msg + "delete pods")
             refused(lambda: sa.create(PODS, {"metadata": {"name": "x"}, "spec": {
                 "containers": [{"name": "x", "image": "x"}]}}, SHOP), msg + "create pods")
             refused(lambda: sa.patch(PODS, shop_pod, {"status": {"phase": "Failed"}}, SHOP,
@@ -235,12 +237,14 @@ def test_agent_creates_only_faithful_restored_copies(
         made.append(f"other-{TAG}")
         kc = kube_env.token_kubeconfig(pod_bound_token(kube_env, agent), tmp_path / "a")
         with KubeClient.from_config(str(kc)) as sa:
-            wait_enforced(lambda: sa.create(PODS, copy_pod(b, "probe"), SHOP, dry_run=True), "own node")
+            wait_enforced(lambda: sa.create(PODS, copy_pod(b, "probe"), SHOP, dry_run=True),
+                          "own node")
 
             def create(pod: dict[str, Any]) -> object:
                 return sa.create(PODS, pod, SHOP)
 
-            lacks = "the agent creates only restored copies as the kubelet runtime makes them; this one lacks: "
+            lacks = ("the agent creates only restored copies as the kubelet runtime makes "
+                     "them; this one lacks: ")
             for changes, what in (
                     ({"metadata__labels": {"livepolicy.io/restored-from-uid": SOURCE_UID,
                                            "app": "web"}}, "labels other than"),
@@ -251,7 +255,7 @@ def test_agent_creates_only_faithful_restored_copies(
                         "uid": "9a9a9a9a-0000-4000-8000-000000000009"}]}, "ownerReferences"),
                     ({"metadata__finalizers": ["x.io/y"]}, "finalizers"),
                     ({"metadata__name": "anything"}, "a name SOURCE-<8 hex>"),
-                    ({"metadata__annotations__livepolicy.io/restored-from": f"default/web-src"},
+                    ({"metadata__annotations__livepolicy.io/restored-from": "default/web-src"},
                      "a name SOURCE-<8 hex>"),
                     ({"metadata__annotations__livepolicy.io/migration": None},
                      "annotation livepolicy.io/migration"),
@@ -274,7 +278,7 @@ def test_agent_creates_only_faithful_restored_copies(
                 refused(lambda c=changes: create(copy_pod(a, **c)),  # type: ignore[misc]
                         lacks + what)
             baseline = "a restored copy may not hold what Pod Security baseline refuses: "
-            for changes, what in (
+            cases: list[tuple[dict[str, Any], str]] = [
                     ({"spec__hostNetwork": True}, "host namespaces"),
                     ({"spec__hostPID": True}, "host namespaces"),
                     ({"spec__containers__0__securityContext": {"privileged": True}},
@@ -290,7 +294,8 @@ def test_agent_creates_only_faithful_restored_copies(
                     ({"spec__securityContext": {"sysctls": [{"name": "kernel.msgmax",
                                                              "value": "1"}]}},
                      "unsafe sysctls"),
-            ):
+            ]
+            for changes, what in cases:
                 refused(lambda c=changes: create(copy_pod(a, **c)),  # type: ignore[misc]
                         baseline + what)
             # What the kubelet runtime makes is accepted, with baseline-safe extras.
