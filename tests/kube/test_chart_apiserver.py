@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
+from livepolicy.agent.runtimes.kubelet import image_ref
+from livepolicy.agent.runtimes.kubelet_pods import handover_patch, restored_name, restored_pod
 from livepolicy.kube.client import KubeClient
 from livepolicy.kube.errors import KubeError
 from livepolicy.kube.resources import (
@@ -42,8 +44,6 @@ from livepolicy.kube.resources import (
     STATEFULSETS,
     Resource,
 )
-from livepolicy.agent.runtimes.kubelet import image_ref
-from livepolicy.agent.runtimes.kubelet_pods import handover_patch, restored_name, restored_pod
 from tests.kube.seed import ensure_eniconfig_crd
 from tests.kube.test_chart_render import (
     CHART,
