@@ -88,8 +88,17 @@ t_start=$EPOCHREALTIME
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap and chroot need it)"
 [ "$(uname -m)" = "x86_64" ] || die "only x86_64 (amd64 images) is supported"
+# A fresh machine has no debootstrap: install it from the configured Debian mirror (as
+# scripts/setup-criu.sh does for its host packages).
+if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends debootstrap >&2 ||
+        { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends debootstrap >&2; } ||
+        die "cannot install debootstrap: apt-get install -y debootstrap failed"
+fi
 for tool in debootstrap unshare chroot git python3 flock; do
-    command -v "$tool" >/dev/null || die "'$tool' not found (debootstrap: apt-get install -y debootstrap)"
+    command -v "$tool" >/dev/null || die "'$tool' not found"
 done
 umask 022
 

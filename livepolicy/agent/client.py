@@ -156,8 +156,11 @@ class AgentClient:
     def checkpoint(self, mid: str, *, round: int, final: bool) -> Json:
         return self.request("POST", self._mig(mid, "checkpoint"), {"round": round, "final": final})
 
-    def transfer(self, mid: str, *, destination: str, token: str, force: bool = False) -> Json:
+    def transfer(self, mid: str, *, destination: str, token: str, force: bool = False,
+                 destination_certificate: str | None = None) -> Json:
         body: Json = {"destination": destination, "token": token}
+        if destination_certificate:
+            body["destination_certificate"] = destination_certificate
         if force:
             body["force"] = True
         return self.request("POST", self._mig(mid, "transfer"), body)

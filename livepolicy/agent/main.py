@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from livepolicy.agent.config import (
@@ -32,6 +33,7 @@ from livepolicy.agent.runtimes import RUNTIMES
 from livepolicy.agent.runtimes.kubelet_setup import add_flags as _kubelet_flags
 from livepolicy.agent.runtimes.kubelet_setup import kubelet_options
 from livepolicy.agent.server import AgentServer, serve
+from livepolicy.agent.tls_identity import ensure_identity, publish
 from livepolicy.core.quantity import bytes_of, parse_bandwidth
 from livepolicy.kube.errors import KubeError
 
@@ -84,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates (mTLS)")
     p.add_argument("--tls-ca", type=Path, help="CA bundle to verify https peers on transfer")
+    p.add_argument("--tls-self-signed", action="store_true",
+                   help="serve HTTPS with this node's own key and certificate, made in "
+                   "STATE_DIR/tls on first start and kept (agent/tls_identity.py)")
+    p.add_argument("--tls-ip", action="append", default=[], metavar="IP",
+                   help="an address the self-signed certificate names (repeatable; "
+                   "the node name always)")
+    p.add_argument("--tls-publish-pod", metavar="NAMESPACE/NAME",
+                   help="write the self-signed certificate on this pod (the agent's own) "
+                   "before listening, for apply and peers to trust")
     p.add_argument("--criu", type=Path, help="criu runtime: the CRIU binary (default: "
                    "$LIVEPOLICY_CRIU, then scripts/setup-criu.sh's wrapper, then PATH)")
     p.add_argument("--criu-node-config", type=Path,
@@ -102,6 +113,11 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         token = token_from_env() or ""
     if not token and not args.auth_allow:
         raise ValueError(f"no credential: give --token-file, set ${TOKEN_ENV} or --auth-allow")
+    if args.tls_self_signed and (args.tls_cert or args.tls_key or args.tls_client_ca):
+        raise ValueError("--tls-self-signed makes the certificate: no --tls-cert, --tls-key "
+                         "or --tls-client-ca with it")
+    if (args.tls_ip or args.tls_publish_pod) and not args.tls_self_signed:
+        raise ValueError("--tls-ip and --tls-publish-pod go with --tls-self-signed")
     return AgentConfig(
         node=args.node,
         token=token,
@@ -131,6 +147,22 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     )
 
 
+def _self_signed(config: AgentConfig, args: argparse.Namespace) -> AgentConfig:
+    """With --tls-self-signed: this node's own certificate, published before listening
+    so that no caller ever sees the agent Ready without knowing whom to trust."""
+    if not args.tls_self_signed:
+        return config
+    ips = [*args.tls_ip, *([config.address] if config.address else [])]
+    identity = ensure_identity(config.state_dir, config.node, ips)
+    if args.tls_publish_pod:
+        from livepolicy.kube.client import KubeClient  # only agents that publish
+
+        client = KubeClient.from_config(str(args.kubeconfig) if args.kubeconfig else None)
+        publish(client, args.tls_publish_pod, identity)
+    logging.getLogger(__name__).info("TLS identity sha256 %s", identity.sha256)
+    return replace(config, tls_cert_file=identity.cert_file, tls_key_file=identity.key_file)
+
+
 def run_agent(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad flags or config)."""
     args = build_parser().parse_args(argv)
@@ -143,6 +175,16 @@ def run_agent(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"livepolicy agent: {exc}", file=sys.stderr)
         return 2
+
+    try:
+        config = _self_signed(config, args)
+    except (OSError, ValueError) as exc:
+        print(f"livepolicy agent: --tls-self-signed: {exc}", file=sys.stderr)
+        return 1
+    except KubeError as exc:
+        print(f"livepolicy agent: --tls-publish-pod {args.tls_publish_pod}: cannot write the "
+              f"certificate on the pod: {exc}", file=sys.stderr)
+        return 1
 
     def announce(server: AgentServer) -> None:
         line = {

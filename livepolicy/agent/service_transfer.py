@@ -1,7 +1,8 @@
 """The image transfer between agents: the source streams it to the destination's PUT /image.
 
-The source opens the connection itself (HTTPS with the configured CA and client
-certificate when the peer URL is https) and authenticates with the upload token apply
+The source opens the connection itself (HTTPS when the peer URL is https, trusting the
+destination's own certificate when apply hands it over, agent/tls_identity.py, else the
+configured CA; with the configured client certificate) and authenticates with the upload token apply
 gave it for this migration alone (agent/auth.py: the destination got its SHA-256 at
 prepare; no operator credential of the destination ever reaches the source); the
 destination stores the sealed bytes and checks their hash, and acknowledges a re-sent
@@ -27,6 +28,8 @@ from livepolicy.agent.service_core import (
     ms,
 )
 
+MAX_CERT = 16_384  # a PEM certificate; a chain would be longer but is not what is pinned
+
 
 class TransferSteps(ServiceCore):
     """`transfer` and `receive_image` of `AgentService`."""
@@ -40,6 +43,11 @@ class TransferSteps(ServiceCore):
             raise bad_request("token must be printable ASCII without spaces")
         force = bool_field(body, "force", False)
         destination = body.get("destination")
+        pinned = body.get("destination_certificate")
+        if pinned is not None and (not isinstance(pinned, str) or len(pinned) > MAX_CERT
+                                   or "-----BEGIN CERTIFICATE-----" not in pinned):
+            raise bad_request("destination_certificate must be the destination's PEM "
+                              "certificate")
 
         def work(slowdown: float) -> Json:
             rec = self._record(mid, "source")
@@ -53,7 +61,7 @@ class TransferSteps(ServiceCore):
             if self.images.size(mid) == 0:
                 raise conflict("no_image", f"the image of {mid} is gone (cleaned up?)")
             seconds = self.runtime.link_delay(rec.final_bytes, slowdown)
-            answer = self._send_image(mid, dest, token)
+            answer = self._send_image(mid, dest, token, pinned)
             if answer.get("sha256") != rec.image_sha256:
                 raise ApiError(502, "transfer_corrupt", "destination stored different bytes")
             rec.transferred_to = dest
@@ -67,14 +75,18 @@ class TransferSteps(ServiceCore):
 
         return self._step("transfer", mid, work)
 
-    def _peer_connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+    def _peer_connection(self, url: str, pinned: str | None = None
+                         ) -> tuple[http.client.HTTPConnection, str]:
         parts = urlsplit(url)
         timeout = self.config.peer_timeout
         host = parts.hostname or ""
         if parts.scheme == "https":
-            ctx = ssl.create_default_context(
-                cafile=str(self.config.tls_ca_file) if self.config.tls_ca_file else None
-            )
+            try:
+                ctx = (ssl.create_default_context(cadata=pinned) if pinned else
+                       ssl.create_default_context(cafile=str(self.config.tls_ca_file)
+                                                  if self.config.tls_ca_file else None))
+            except ssl.SSLError as exc:
+                raise bad_request(f"destination_certificate is unusable: {exc}") from None
             if self.config.tls_cert_file and self.config.tls_key_file:
                 ctx.load_cert_chain(self.config.tls_cert_file, self.config.tls_key_file)
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -84,13 +96,14 @@ class TransferSteps(ServiceCore):
             conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
         return conn, parts.path.rstrip("/")
 
-    def _send_image(self, mid: str, dest: str, token: str) -> Json:
+    def _send_image(self, mid: str, dest: str, token: str, pinned: str | None) -> Json:
         """Stream the encrypted image to the destination agent's PUT /image."""
         size = self.images.size(mid)
-        conn, prefix = self._peer_connection(dest)
+        conn, prefix = self._peer_connection(dest, pinned)
         rec = self._record(mid)
         try:
             with self.images.open(mid) as fh:
+                conn.connect()  # a refused TLS handshake says why, before anything is sent
                 try:
                     conn.putrequest("PUT", f"{prefix}/v1/migrations/{mid}/image")
                     conn.putheader("Authorization", f"Bearer {token}")

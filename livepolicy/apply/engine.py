@@ -44,6 +44,9 @@ class AgentEndpoint:
     token: str
     # https agents behind a private CA or with mutual TLS (see apply/agents_file.py)
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    # the agent's own certificate (PEM) when it is the one trusted (agent/tls_identity.py):
+    # a source gets the destination's, to trust that node's agent alone on transfer
+    certificate: str | None = field(default=None, compare=False, repr=False)
 
 
 class AgentPool(Protocol):
@@ -231,7 +234,8 @@ class Engine:
             freeze_start = time.monotonic()
             final = src.checkpoint(amid, round=rounds, final=True)
             phase("transferring", bytes=int(final.get("image_bytes", 0)), rounds=rounds + 1)
-            src.transfer(amid, destination=dst_ep.url, token=upload)
+            src.transfer(amid, destination=dst_ep.url, token=upload,
+                         destination_certificate=dst_ep.certificate)
             if post_copy:
                 raise _LazyReady
             phase("restoring")

@@ -7,15 +7,18 @@ pods and the Secrets they mount, so nothing has to be copied into an AGENTS.yaml
 
 - where: each Ready pod's `status.podIP` (with the chart's default `hostNetwork: true`
   that is the node's InternalIP, `status.hostIP`) and the `containerPort` named `agent`;
-  `https` when the agent's arguments carry `--tls-cert`;
+  `https` when the agent's arguments carry `--tls-cert` or `--tls-self-signed`;
 - the credential, one per node (agent/auth.py): when the agent takes ServiceAccount
   tokens (`--auth-allow system:serviceaccount:NS:NAME`, the chart's default), a token of
   that account minted for this node's audience alone (TokenRequest); else the Secret key
   behind its `--token-file`; or `--agent-token-file`;
-- the CA: the Secret key behind `--tls-ca` (`<release>-livepolicy-agent-tls`, key
-  `ca.crt`), or `--agent-ca-file`; with `--tls-client-ca` (the chart's
-  `agent.tls.requireClientCert`) the same Secret's `tls.crt`/`tls.key` as the client
-  certificate.
+- whom to trust: with `--tls-self-signed` (the chart's default `agent.tls.identity:
+  perNode`) that node's own certificate, which its agent writes on its pod
+  (annotation `livepolicy.io/agent-certificate`, agent/tls_identity.py) before it
+  listens; a pod without it is not counted Ready. Else the CA: the Secret key behind
+  `--tls-ca` (`<release>-livepolicy-agent-tls`, key `ca.crt`), or `--agent-ca-file`;
+  with `--tls-client-ca` (the chart's `agent.tls.requireClientCert`) the same Secret's
+  `tls.crt`/`tls.key` as the client certificate.
 
 Secret names and keys are read from the pod's volumes rather than assumed, so
 `agent.existingTokenSecret`, `agent.tls.existingSecret` and other release names work.
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from livepolicy.agent.config import node_audience
+from livepolicy.agent.tls_identity import CERT_ANNOTATION
 from livepolicy.apply.agent_table import AgentTable, tls_context
 from livepolicy.apply.engine import AgentEndpoint
 from livepolicy.core.diagnostics import Diagnostic, DiagnosticError
@@ -121,6 +125,17 @@ def _secret_key(pod: Obj, container: Obj, path: str) -> tuple[str, str] | None:
     return None
 
 
+def _own_certificate(pod: Obj) -> str | None:
+    """The certificate a `--tls-self-signed` agent published on its pod ("" while it has
+    not yet), or None for an agent of a shared CA or plain HTTP."""
+    container = (_agent_container(pod) or ({}, 0))[0]
+    argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    if "--tls-self-signed" not in argv:
+        return None
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(CERT_ANNOTATION) or "")
+
+
 def _dns_match(pattern: str, name: str) -> bool:
     """RFC 6125 matching as TLS does it: a leading `*` stands for exactly one label."""
     pattern, name = pattern.lower(), name.lower()
@@ -171,6 +186,9 @@ class KubeAgents(AgentTable):
             ok, why = _ready(pod)
             if ok and _agent_container(pod) is None:
                 ok, why = False, f"has no container port named {PORT_NAME!r}"
+            if ok and _own_certificate(pod) == "":
+                ok, why = False, (f"has not published its certificate yet (annotation "
+                                  f"{CERT_ANNOTATION})")
             if ok:
                 chosen[node] = pod  # the newest Ready pod (a rolling update may have two)
                 self.not_ready.pop(node, None)
@@ -249,7 +267,8 @@ class KubeAgents(AgentTable):
         container, port = _agent_container(pod) or ({}, 0)
         status = pod.get("status") or {}
         ip = str(status.get("podIP") or status.get("hostIP"))
-        https = _flag(container, "--tls-cert") is not None
+        own = _own_certificate(pod)
+        https = own is not None or _flag(container, "--tls-cert") is not None
         if token is None:
             token = self._minted(node, container)
         if token is None:
@@ -259,7 +278,15 @@ class KubeAgents(AgentTable):
                 "the bearer token").strip()
         host = ip
         ctx: ssl.SSLContext | None = None
-        if https:
+        if own:
+            # This node's agent alone: its own certificate, naming its node and addresses.
+            host = node if self.address == "node" else ip
+            try:
+                ctx = tls_context("https:", cadata=own)
+            except ssl.SSLError as exc:
+                raise self._error(f"the certificate the agent on {node} published on its pod "
+                                  f"({CERT_ANNOTATION}) is unusable: {exc}") from None
+        elif https:
             tls_path = _flag(container, "--tls-ca")
             tls = _secret_key(pod, container, tls_path) if tls_path else None
             if ca is None:
@@ -271,7 +298,7 @@ class KubeAgents(AgentTable):
             if ctx is not None and _flag(container, "--tls-client-ca") is not None:
                 self._client_cert(ctx, pod, container)
         url = f"{'https' if https else 'http'}://{_bracket(host)}:{port}"
-        return AgentEndpoint(node, url, token, ctx)
+        return AgentEndpoint(node, url, token, ctx, certificate=own or None)
 
     def _minted(self, node: str, container: Obj) -> str | None:
         """A token for this node's agent alone: the ServiceAccount its `--auth-allow`

@@ -10,9 +10,12 @@ through the `/status` subresource, as tests/kube/seed.py does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,6 +29,7 @@ from click.testing import CliRunner
 from ruamel.yaml import YAML
 
 from livepolicy.agent import AgentClient
+from livepolicy.agent.tls_identity import CERT_ANNOTATION, ensure_identity
 from livepolicy.apply.kube_agents import KubeAgents
 from livepolicy.apply.local_agents import LocalSimAgents
 from livepolicy.cli.common import load_facts
@@ -43,6 +47,7 @@ from tests.apply.conftest import (
     unfinished_migrations,
 )
 from tests.kube.seed import put_cluster_info, seed
+from tests.kube.test_chart_apiserver import pod_bound_token
 from tests.kube.test_chart_render import agent_args, find, render, secret_data
 from tests.support.envtest import KubeTestEnv
 
@@ -52,7 +57,8 @@ NS = "livepolicy"
 SERVICE_ACCOUNTS = Resource("ServiceAccount", "v1", "serviceaccounts")
 RBAC = {kind: Resource(kind, "rbac.authorization.k8s.io/v1", plural, namespaced=namespaced)
         for kind, plural, namespaced in (
-            ("Role", "roles", True), ("ClusterRole", "clusterroles", False),
+            ("Role", "roles", True), ("RoleBinding", "rolebindings", True),
+            ("ClusterRole", "clusterroles", False),
             ("ClusterRoleBinding", "clusterrolebindings", False))}
 DAEMONSET = "lp-livepolicy-agent"
 POLICIES = str(BASIC / "policies.yaml")
@@ -121,24 +127,29 @@ def _status(kube: KubeClient, name: str, ready: bool, ip: str) -> None:
 
 
 def start_chart_agents(kube: KubeClient, tmp: Path, auth: str,
-                       agent_kubeconfig: Path | None = None) -> Iterator[dict[str, Any]]:
-    """The chart's agent objects (`agent.auth.mode` = auth) in the apiserver; a real agent
-    for node-a (Ready pod) started from the DaemonSet's arguments, a pod on node-b that is
-    not Ready, nothing on node-c. All removed afterwards (the pods name absent nodes).
-    A reviewing agent reaches the API server with `agent_kubeconfig`, as its in-cluster
-    ServiceAccount would."""
+                       agent_kubeconfig: Path | None = None, *, identity: str = "shared",
+                       kube_env: KubeTestEnv | None = None) -> Iterator[dict[str, Any]]:
+    """The chart's agent objects (`agent.auth.mode` = auth, `agent.tls.identity` =
+    identity) in the apiserver; a real agent for node-a (Ready pod) started from the
+    DaemonSet's arguments, a pod on node-b that is not Ready, nothing on node-c. All
+    removed afterwards (the pods name absent nodes). A reviewing agent reaches the API
+    server with `agent_kubeconfig`, as its in-cluster ServiceAccount would; a perNode agent
+    writes its certificate on its pod with the token bound to that pod (`kube_env`)."""
+    per_node = identity == "perNode"
     objs = render(tmp, {"agent": {"runtime": "sim", "hostNetwork": False, "tls": {
-        "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]}, "auth": {"mode": auth}}})
+        "identity": identity, "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]},
+        "auth": {"mode": auth}}})
     if kube.get_optional(NAMESPACES, NS) is None:
         kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
                                  "metadata": {"name": NS}})
-    tls_secret = find(objs, "Secret", "lp-livepolicy-agent-tls")
+    tls_secret = None if per_node else find(objs, "Secret", "lp-livepolicy-agent-tls")
     for obj in (o for o in objs if o["kind"] == "Secret"):
         kube.create(SECRETS, obj, NS)
     for sa in (o for o in objs if o["kind"] == "ServiceAccount"):
         if kube.get_optional(SERVICE_ACCOUNTS, sa["metadata"]["name"], NS) is None:
             kube.create(SERVICE_ACCOUNTS, sa, NS)
-    rbac = [o for o in objs if (o["kind"] in RBAC and "tokenreview" in o["metadata"]["name"])
+    rbac = [o for o in objs if (o["kind"] in RBAC and o["metadata"]["name"].endswith(
+                ("-tokenreview", "-agent-certificate")))
             or (o["kind"] == "Role" and o["metadata"]["name"] == "lp-livepolicy-apply-token")]
     for obj in rbac:
         kube.create(RBAC[obj["kind"]], obj, obj["metadata"].get("namespace"))
@@ -151,12 +162,24 @@ def start_chart_agents(kube: KubeClient, tmp: Path, auth: str,
         token = secret_data(find(objs, "Secret", "lp-livepolicy-agent-token"), "token").decode()
         (dirs["token"] / "token").write_text(token)
     for key in ("tls.crt", "tls.key", "ca.crt"):
-        (dirs["tls"] / key).write_bytes(secret_data(tls_secret, key))
-    args = agent_args(ds, {"NODE_NAME": "node-a", "POD_IP": "127.0.0.1"},
-                      {"/etc/livepolicy/agent-token": dirs["token"],
-                       "/etc/livepolicy/agent-tls": dirs["tls"],
-                       "/var/lib/livepolicy-agent": dirs["state"]})
+        if tls_secret is not None:
+            (dirs["tls"] / key).write_bytes(secret_data(tls_secret, key))
+    env = {"NODE_NAME": "node-a", "POD_IP": "127.0.0.1", "HOST_IP": "127.0.0.1",
+           "POD_NAMESPACE": NS, "POD_NAME": f"{DAEMONSET}-node-a"}
+    args = agent_args(ds, env, {"/etc/livepolicy/agent-token": dirs["token"],
+                                "/etc/livepolicy/agent-tls": dirs["tls"],
+                                "/var/lib/livepolicy-agent": dirs["state"]})
     args[args.index("--port") + 1] = "0"
+    if per_node:
+        # The agent writes on its pod before it listens, so the pod comes first, with the
+        # port the agent will take (a pod's ports cannot change).
+        assert kube_env is not None, "a perNode agent needs kube_env for its pod's token"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            args[args.index("--port") + 1] = str(probe.getsockname()[1])
+        own = kube.create(PODS, _pod(ds, "node-a", int(args[args.index("--port") + 1])), NS)
+        agent_kubeconfig = kube_env.token_kubeconfig(pod_bound_token(kube_env, own),
+                                                     tmp / "agent-kubeconfig")
     if agent_kubeconfig is not None:
         args += ["--kubeconfig", str(agent_kubeconfig)]
     proc = subprocess.Popen([sys.executable, "-m", "livepolicy.agent", *args],
@@ -168,10 +191,11 @@ def start_chart_agents(kube: KubeClient, tmp: Path, auth: str,
         url = json.loads(line)["url"]
         port = int(url.rsplit(":", 1)[1])
         for node, ready in (("node-a", True), ("node-b", False)):
-            kube.create(PODS, _pod(ds, node, port), NS)
+            if not (per_node and node == "node-a"):
+                kube.create(PODS, _pod(ds, node, port), NS)
             _status(kube, f"{DAEMONSET}-{node}", ready, "127.0.0.1")
-        yield {"url": url, "token": token, "args": args,
-               "ca": secret_data(tls_secret, "ca.crt").decode()}
+        yield {"url": url, "token": token, "args": args, "state": dirs["state"],
+               "ca": secret_data(tls_secret, "ca.crt").decode() if tls_secret else ""}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -235,6 +259,54 @@ def test_an_unreadable_secret_is_named(kube: KubeClient, chart_agents: dict[str,
     ep = KubeAgents(kube, token_file=str(token)).endpoint("node-a")
     assert ep.token == chart_agents["token"]
     assert AgentClient(ep.url, ep.token, ssl_context=ep.ssl_context).health()["status"] == "ok"
+
+
+def test_kube_agents_trusts_each_nodes_own_certificate(
+        kube: KubeClient, kube_env: KubeTestEnv, tmp_path: Path) -> None:
+    """agent.tls.identity perNode: the agent made its own key, wrote its certificate on
+    its pod with its pod's own token, and apply trusts exactly that certificate for that
+    node: another key posing at the same address is refused during the handshake, before
+    any token is sent; a pod that has not published yet does not count as Ready."""
+    with contextlib.contextmanager(start_chart_agents)(
+            kube, tmp_path, "sharedToken", identity="perNode", kube_env=kube_env) as agents:
+        pod = kube.get(PODS, f"{DAEMONSET}-node-a", NS)
+        cert = pod["metadata"]["annotations"][CERT_ANNOTATION]
+        assert cert == (agents["state"] / "tls" / "agent.crt").read_text()
+        assert (agents["state"] / "tls" / "agent.key").stat().st_mode & 0o777 == 0o600
+        assert not [o for o in kube.list(SECRETS, namespace=NS).items
+                    if o["metadata"]["name"].endswith("-tls")]
+        ep = KubeAgents(kube).endpoint("node-a")
+        assert ep.certificate == cert and ep.url == agents["url"]
+        health = AgentClient(ep.url, ep.token, ssl_context=ep.ssl_context).health()
+        assert health["node"] == "node-a"
+        # Another key at node-a's address (a node posing as node-a's agent): apply's
+        # context for node-a refuses it; the impostor's own pin would be needed.
+        impostor = ensure_identity(tmp_path / "impostor", "node-a", ["127.0.0.1"])
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(impostor.cert_file, impostor.key_file)
+        with socket.socket() as lsock:
+            lsock.bind(("127.0.0.1", 0))
+            lsock.listen()
+            threading.Thread(target=_handshake_once, args=(lsock, server), daemon=True).start()
+            assert ep.ssl_context is not None
+            with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify"), \
+                    socket.create_connection(lsock.getsockname(), timeout=5) as raw:
+                ep.ssl_context.wrap_socket(raw, server_hostname="127.0.0.1")
+        # Not yet published (or wiped): the pod does not count.
+        kube.patch(PODS, f"{DAEMONSET}-node-a",
+                   {"metadata": {"annotations": {CERT_ANNOTATION: None}}}, NS)
+        agents_now = KubeAgents(kube)
+        assert "node-a" not in agents_now.endpoints
+        assert "has not published its certificate yet" in agents_now.not_ready["node-a"]
+
+
+def _handshake_once(lsock: socket.socket, ctx: ssl.SSLContext) -> None:
+    conn, _ = lsock.accept()
+    try:
+        with ctx.wrap_socket(conn, server_side=True):
+            pass
+    except (OSError, ssl.SSLError):
+        pass  # the client refuses the certificate: that is the point
 
 
 def _apply(kube_env: KubeTestEnv, state: Path, *extra: str) -> Any:

@@ -1,7 +1,8 @@
 """The chart's ValidatingAdmissionPolicies on the real kube-apiserver, with the
 ServiceAccounts' own tokens: the controller may change the migration-enabled label and
 nothing else of a pod; the kubelet agent may create only restored copies shaped as the
-kubelet runtime makes them, and hand over to a copy elsewhere only what it carried parked.
+kubelet runtime makes them, and hand over to a copy elsewhere only what it carried parked;
+an agent writes its certificate (agent.tls.identity perNode) on its own pod only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from livepolicy.agent.tls_identity import CERT_ANNOTATION, ensure_identity, publish
 from livepolicy.kube.client import KubeClient
 from livepolicy.kube.errors import KubeError
 from livepolicy.kube.labels import LabelEdit, LabelWriter
@@ -84,7 +86,8 @@ def test_policies_compile(kube: KubeClient, chart: list[dict[str, Any]]) -> None
     vap = KINDS["ValidatingAdmissionPolicy"]
     policies = [o for o in chart if o["kind"] == "ValidatingAdmissionPolicy"]
     assert sorted(o["metadata"]["name"] for o in policies) == [
-        "lp-livepolicy-agent-own-node", "lp-livepolicy-controller-label-only"]
+        "lp-livepolicy-agent-own-certificate", "lp-livepolicy-agent-own-node",
+        "lp-livepolicy-controller-label-only"]
     for obj in policies:
         stored = kube.get(vap, obj["metadata"]["name"])
         assert stored["spec"]["validations"] == obj["spec"]["validations"]
@@ -336,3 +339,82 @@ def test_agent_creates_only_faithful_restored_copies(
         delete_quietly(kube, PODS, "agent-a", NS)
         for node in (a, b):
             delete_quietly(kube, NODES, node, None)
+
+
+# -- every agent's own certificate (agent.tls.identity perNode) ----------------------------
+def _agent_pod(kube: KubeClient, name: str, node: str, sa: str) -> dict[str, Any]:
+    return kube.create(PODS, {"metadata": {"name": name, "annotations": {"team": "infra"}},
+                              "spec": {"nodeName": node, "serviceAccountName": sa,
+                                       "containers": [{"name": "agent",
+                                                       "image": "livepolicy"}]}}, NS)
+
+
+def test_agent_publishes_its_certificate_on_its_own_pod_only(
+        kube: KubeClient, kube_env: KubeTestEnv, chart: list[dict[str, Any]],
+        tmp_path: Path) -> None:
+    """apply trusts the certificate on an agent's pod for that node, so the pod's own
+    token may write it there and nowhere else: not on another agent's pod of the same
+    node, not on a restored copy it creates."""
+    node = "lp-adm-cert"
+    identity = ensure_identity(tmp_path / "state", node, ["198.18.0.7"])
+    try:
+        kube.create(NODES, {"metadata": {"name": node}})
+        mine = _agent_pod(kube, "agent-mine", node, AGENT_SA)
+        _agent_pod(kube, "agent-other", node, AGENT_SA)
+        kc = kube_env.token_kubeconfig(pod_bound_token(kube_env, mine), tmp_path / "mine")
+        with KubeClient.from_config(str(kc)) as sa:
+            own = "an agent writes the annotation livepolicy.io/agent-certificate on its own pod"
+            wait_enforced(lambda: publish(sa, f"{NS}/agent-other", identity), own)
+            refused(lambda: publish(sa, f"{NS}/agent-other", identity),
+                    own + " only (its pod is agent-mine)")
+            publish(sa, f"{NS}/agent-mine", identity)  # what the agent does at start
+            published = kube.get(PODS, "agent-mine", NS)["metadata"]["annotations"]
+            assert published == {"team": "infra", CERT_ANNOTATION: identity.certificate}
+            refused(lambda: sa.create(PODS, copy_pod(node, **{
+                f"metadata__annotations__{CERT_ANNOTATION}": identity.certificate}), SHOP),
+                own)
+        assert CERT_ANNOTATION not in (
+            kube.get(PODS, "agent-other", NS)["metadata"].get("annotations") or {})
+    finally:
+        for name in ("agent-mine", "agent-other"):
+            delete_quietly(kube, PODS, name, NS)
+        delete_quietly(kube, NODES, node, None)
+
+
+def test_criu_agent_writes_nothing_but_its_certificate(
+        kube: KubeClient, kube_env: KubeTestEnv, chart: list[dict[str, Any]],
+        tmp_path: Path) -> None:
+    """The criu and sim runtimes call no pod API but this one: their Role allows `patch`
+    on pods of the release namespace, and the policy narrows it to the certificate
+    annotation of the agent's own pod."""
+    objs = [o for o in render(tmp_path, {"agent": {"runtime": "criu"}}, namespace=NS,
+                              release="lpc")
+            if o["kind"] in RBAC_KINDS or o["kind"].startswith("ValidatingAdmissionPolicy")]
+    node, sa_name = "lp-adm-criu", "lpc-livepolicy-agent"
+    identity = ensure_identity(tmp_path / "state", node, [])
+    try:
+        for obj in objs:
+            apply(kube, obj, dry_run=False)
+        kube.create(NODES, {"metadata": {"name": node}})
+        mine = _agent_pod(kube, "criu-agent", node, sa_name)
+        kc = kube_env.token_kubeconfig(pod_bound_token(kube_env, mine), tmp_path / "criu")
+        with KubeClient.from_config(str(kc)) as sa:
+            only = "the criu agent changes nothing of a pod but the annotation"
+            wait_enforced(lambda: sa.patch(PODS, "criu-agent", {"metadata": {"labels": {
+                "x": "y"}}}, NS, dry_run=True), only)
+            for body in ({"metadata": {"annotations": {"team": "other"}}},
+                         {"metadata": {"labels": {"x": "y"}}},
+                         {"metadata": {"annotations": {CERT_ANNOTATION: "x"}, "labels": {
+                             "x": "y"}}},
+                         {"spec": {"activeDeadlineSeconds": 5}}):
+                refused(lambda b=body: sa.patch(PODS, "criu-agent", b, NS),  # type: ignore[misc]
+                        only)
+            publish(sa, f"{NS}/criu-agent", identity)
+            refused(lambda: sa.patch(PODS, "web-0", {"metadata": {"labels": {"x": "y"}}},
+                                     SHOP), "forbidden")  # RBAC: its namespace only
+        assert kube.get(PODS, "criu-agent", NS)["metadata"]["annotations"][
+            CERT_ANNOTATION] == identity.certificate
+    finally:
+        delete_quietly(kube, PODS, "criu-agent", NS)
+        delete_quietly(kube, NODES, node, None)
+        delete_rendered(kube, objs)

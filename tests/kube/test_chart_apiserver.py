@@ -270,7 +270,8 @@ def test_helm_install_upgrade_keep_the_generated_token_and_certificate(
         kube: KubeClient, kube_env: KubeTestEnv, tmp_path: Path) -> None:
     ns, rel = "lp-chart-helm", "lph"
     kc = ["--kubeconfig", str(kube_env.kubeconfig_path), "--namespace", ns]
-    shared = ["--set", "agent.auth.mode=sharedToken"]  # the generated token is kept too
+    # the generated token and the shared certificate are kept
+    shared = ["--set", "agent.auth.mode=sharedToken", "--set", "agent.tls.identity=shared"]
     token_name, tls_name = "lph-livepolicy-agent-token", "lph-livepolicy-agent-tls"
 
     def secrets() -> tuple[bytes, bytes]:

@@ -179,8 +179,11 @@ def secret_data(obj: dict[str, Any], key: str) -> bytes:
 
 # -- lint ---------------------------------------------------------------------------------
 def test_helm_lint_default_and_custom_values(tmp_path: Path) -> None:
-    # lint cannot read a cluster: helm lint reports the chart's `fail` as information
+    # The defaults generate nothing (per-node certificates, minted tokens): lint renders.
     out = helm("lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in out.stdout and "random" not in out.stdout
+    # lint cannot read a cluster: helm lint reports the chart's `fail` as information
+    out = helm("lint", "--strict", str(CHART), "--set", "agent.tls.identity=shared")
     assert "would be new random values on every render" in out.stdout + out.stderr
     for gitops in ("agent.tls.certManager.enabled=true", "agent.tls.existingSecret=mine",
                    "agent.generatedSecrets=everyRender"):
@@ -200,7 +203,13 @@ def test_helm_lint_default_and_custom_values(tmp_path: Path) -> None:
     ({"controller": {"serviceAccount": {"create": False}}},
      "controller.serviceAccount.name is required"),
     ({"policies": {"existingConfigMap": "other/policies"}}, "must be in the release namespace"),
-    ({"agent": {"tls": {"dnsNames": [], "ipAddresses": []}}}, "give dnsNames or ipAddresses"),
+    ({"agent": {"tls": {"identity": "shared", "dnsNames": [], "ipAddresses": []}}},
+     "give dnsNames or ipAddresses"),
+    ({"agent": {"tls": {"identity": "perNode", "existingSecret": "mine"}}},
+     "agent.tls.identity=perNode: each agent makes its own certificate"),
+    ({"agent": {"tls": {"identity": "perNode", "requireClientCert": True}}},
+     "agent.tls.requireClientCert (one CA for all agents) do not go with it"),
+    ({"agent": {"tls": {"identity": "mine"}}}, "at '/agent/tls/identity'"),
     ({"agent": {"runtime": "criu", "criu": {"nodeConfig": ""}}}, "agent.criu.nodeConfig"),
     ({"agent": {"generatedSecrets": "always"}}, "at '/agent/generatedSecrets'"),
     ({"agent": {"tls": {"certManager": {"issuerRef": {"kind": "Vault"}}}}},
@@ -238,12 +247,14 @@ def test_default_render_objects(tmp_path: Path) -> None:
         ("Role", ns, ctl), ("Role", "kube-system", f"{ctl}-cluster-info"),
         ("Role", ns, "lp-livepolicy-apply-token"),
         ("RoleBinding", ns, ctl), ("RoleBinding", "kube-system", f"{ctl}-cluster-info"),
-        ("Secret", ns, f"{agent}-tls"),  # no shared token: agent.auth.mode
+        # No Secret: no shared token (agent.auth.mode), no shared key (agent.tls.identity)
         ("Service", ns, f"{ctl}-metrics"),
         ("ServiceAccount", ns, ctl), ("ServiceAccount", ns, agent),
         ("ServiceAccount", ns, "lp-livepolicy-apply"),
         ("ValidatingAdmissionPolicy", "", f"{agent}-own-node"),
         ("ValidatingAdmissionPolicyBinding", "", f"{agent}-own-node"),
+        ("ValidatingAdmissionPolicy", "", f"{agent}-own-certificate"),
+        ("ValidatingAdmissionPolicyBinding", "", f"{agent}-own-certificate"),
         ("ValidatingAdmissionPolicy", "", f"{ctl}-label-only"),
         ("ValidatingAdmissionPolicyBinding", "", f"{ctl}-label-only"),
     ])
@@ -329,13 +340,18 @@ def test_rbac_rules_are_exactly_least_privilege(tmp_path: Path) -> None:
     assert find(objs, "Role", "lp-livepolicy-apply-token")["rules"] == [
         {"apiGroups": [""], "resources": ["serviceaccounts/token"],
          "resourceNames": ["lp-livepolicy-apply"], "verbs": ["create"]}]
-    # criu and sim agents call the API only to review apply's tokens; with a shared
-    # token they call none: no role, no token in the pod.
+    # criu and sim agents call the API only to review apply's tokens and to write their
+    # own certificate on their own pod (a Role of the release namespace, narrowed to that
+    # one annotation of that one pod by admission); with a shared token and a shared
+    # certificate they call none: no role, no token in the pod.
     for runtime in ("criu", "sim"):
         other = render(tmp_path, {"agent": {"runtime": runtime}})
         assert [o["rules"] for o in other if o["kind"] == "ClusterRole"
                 and o["metadata"]["name"].startswith(agent)] == [TOKENREVIEW_RULES]
-        shared = render(tmp_path, {"agent": {"runtime": runtime,
+        assert find(other, "Role", f"{agent}-certificate")["rules"] == [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+        assert find(other, "Role", f"{agent}-certificate")["metadata"]["namespace"] == NAMESPACE
+        shared = render(tmp_path, {"agent": {"runtime": runtime, "tls": {"identity": "shared"},
                                              "auth": {"mode": "sharedToken"}}})
         assert not [o for o in shared if o["kind"].endswith(("Role", "RoleBinding"))
                     and o["metadata"]["name"].startswith(agent)]
@@ -369,18 +385,25 @@ def test_kubelet_agent_is_root_without_capabilities(tmp_path: Path) -> None:
     }
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["containerd-config"]["readOnly"] is True
-    secrets = {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
-    assert {s["defaultMode"] for s in secrets.values()} == {0o400}  # written 256
-    assert set(secrets) == {"tls"}  # no shared token: apply's tokens name one node each
-    assert secrets["tls"]["secretName"] == "lp-livepolicy-agent-tls"
-    assert "--token-file" not in c["args"]
+    # No Secret at all: apply's tokens name one node each, and each agent has its own key.
+    assert not [v for v in spec["volumes"] if "secret" in v]
+    assert "--token-file" not in c["args"] and "--tls-cert" not in c["args"]
+    assert c["args"][c["args"].index("--tls-publish-pod") + 1] == "$(POD_NAMESPACE)/$(POD_NAME)"
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]
+           if "valueFrom" in e}
+    assert env == {"NODE_NAME": "spec.nodeName", "POD_IP": "status.podIP",
+                   "HOST_IP": "status.hostIP", "POD_NAME": "metadata.name",
+                   "POD_NAMESPACE": "metadata.namespace"}
     assert c["args"][c["args"].index("--auth-allow") + 1] == (
         f"system:serviceaccount:{NAMESPACE}:lp-livepolicy-apply")
-    shared = pod_spec(find(render(tmp_path, {"agent": {"auth": {"mode": "sharedToken"}}}),
+    shared = pod_spec(find(render(tmp_path, {"agent": {"auth": {"mode": "sharedToken"},
+                                                       "tls": {"identity": "shared"}}}),
                            "DaemonSet"))
     (c,) = shared["containers"]
     secrets = {v["name"]: v["secret"] for v in shared["volumes"] if "secret" in v}
+    assert {s["defaultMode"] for s in secrets.values()} == {0o400}  # written 256
     assert secrets["token"]["secretName"] == "lp-livepolicy-agent-token"
+    assert secrets["tls"]["secretName"] == "lp-livepolicy-agent-tls"
     # The token is a file, never an argument or an environment variable.
     assert not any("TOKEN" in e["name"] for e in c["env"])
     assert c["args"][c["args"].index("--token-file") + 1] == "/etc/livepolicy/agent-token/token"
@@ -485,12 +508,14 @@ def agent_args(ds: dict[str, Any], env: dict[str, str], mounts: dict[str, Path])
 
 def test_default_agent_arguments_are_real_agent_flags(tmp_path: Path) -> None:
     ds = find(render(tmp_path), "DaemonSet")
-    env = {"NODE_NAME": "ip-10-0-1-2.ec2.internal", "POD_IP": "10.0.1.2", "HOST_IP": "10.0.1.9"}
+    env = {"NODE_NAME": "ip-10-0-1-2.ec2.internal", "POD_IP": "10.0.1.2", "HOST_IP": "10.0.1.9",
+           "POD_NAMESPACE": NAMESPACE, "POD_NAME": "lp-livepolicy-agent-x7k2p"}
     args = agent_args(ds, env, {})
     ns = build_parser().parse_args(args)  # argparse exits 2 on an unknown flag or choice
     assert ns.runtime == "kubelet" and ns.port == 7474 and ns.address == "10.0.1.2"
     assert ns.max_image_bytes == 256 * 2**20
-    assert str(ns.tls_ca) == "/etc/livepolicy/agent-tls/ca.crt" and ns.tls_client_ca is None
+    assert ns.tls_self_signed and ns.tls_ca is None and ns.tls_client_ca is None
+    assert ns.tls_ip == ["10.0.1.2", "10.0.1.9"]
     kubelet = kubelet_options(ns)
     assert kubelet.url == "https://10.0.1.9:10250" and not kubelet.problems()
     assert str(kubelet.ca_file) == "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -499,6 +524,10 @@ def test_default_agent_arguments_are_real_agent_flags(tmp_path: Path) -> None:
     assert kubelet.containerd_address == "/run/containerd/containerd.sock"
     assert str(kubelet.containerd_config) == "/etc/containerd/config.toml"
     assert kubelet.kubeconfig is None  # in-cluster
+    assert ns.tls_publish_pod == f"{NAMESPACE}/lp-livepolicy-agent-x7k2p"
+    shared = build_parser().parse_args(agent_args(find(render(tmp_path, {"agent": {
+        "tls": {"identity": "shared"}}}), "DaemonSet"), env, {}))
+    assert str(shared.tls_ca) == "/etc/livepolicy/agent-tls/ca.crt" and not shared.tls_self_signed
     ns = build_parser().parse_args(agent_args(find(render(tmp_path, {"agent": {
         "runtime": "criu", "criu": {"tcpEstablished": True}}}), "DaemonSet"), env, {}))
     assert ns.runtime == "criu" and ns.tcp_established and ns.dirty_tracking is None
@@ -510,7 +539,7 @@ def rendered_agent(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """An agent started from the DaemonSet's arguments with the chart's generated token
     and certificate (sim runtime, on loopback); yields (url, token, CA file)."""
     objs = render(tmp_path, {"agent": {"runtime": "sim", "hostNetwork": False, "tls": {
-        "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]},
+        "identity": "shared", "dnsNames": ["localhost"], "ipAddresses": ["127.0.0.1"]},
         "auth": {"mode": "sharedToken"}}})
     token_dir, tls_dir, state = tmp_path / "token", tmp_path / "tls", tmp_path / "state"
     for d in (token_dir, tls_dir):
@@ -564,6 +593,7 @@ GITOPS_MODES: dict[str, dict[str, Any]] = {
     "given-token": {"agent": {"auth": {"mode": "sharedToken"}, "token": "g" * 32,
                               "tls": {"existingSecret": "agent-certs"}}},
     "no-tls": {"agent": {"tls": {"enabled": False}}},
+    "defaults": {},  # per-node certificates, minted tokens: nothing to generate
 }
 
 
@@ -574,7 +604,8 @@ def test_gitops_modes_render_byte_identical(tmp_path: Path, mode: str) -> None:
 
 
 def test_generated_secrets_are_refused_offline_and_random_when_asked(tmp_path: Path) -> None:
-    out = helm("template", RELEASE, str(CHART), check=False)
+    out = helm("template", RELEASE, str(CHART), "--set", "agent.tls.identity=shared",
+               check=False)
     assert out.returncode == 1
     assert ("this render cannot read the cluster (helm template, helm lint, Argo CD), so the "
             "agents' CA and TLS key (agent.tls) would be new random values") in out.stderr
@@ -583,7 +614,8 @@ def test_generated_secrets_are_refused_offline_and_random_when_asked(tmp_path: P
     assert out.returncode == 1 and "the shared agent token (agent.token)" in out.stderr
     assert "agent.existingTokenSecret or agent.token" in out.stderr
     # everyRender: what the issue saw, now only when asked for
-    assert template(tmp_path) != template(tmp_path)
+    shared = {"agent": {"tls": {"identity": "shared"}}}
+    assert template(tmp_path, shared) != template(tmp_path, shared)
 
 
 def test_existing_secrets_render_no_secret_and_are_referenced(tmp_path: Path) -> None:

@@ -99,10 +99,31 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-tls" (include "livepolicy.agent.fullname" .)) .Values.agent.tls.existingSecret }}
 {{- end }}
 
+{{/*
+The agents share one certificate and key: agent.tls.identity shared, or auto with a
+Secret, cert-manager or mutual TLS asked for (all three mean one CA for every agent).
+*/}}
+{{- define "livepolicy.agent.tlsShared" -}}
+{{- $t := .Values.agent.tls }}
+{{- if not (has $t.identity (list "auto" "perNode" "shared")) }}
+{{- fail "agent.tls.identity must be auto, perNode or shared" }}
+{{- end }}
+{{- $wantsCA := or $t.existingSecret $t.certManager.enabled $t.requireClientCert }}
+{{- if and (eq $t.identity "perNode") $wantsCA }}
+{{- fail "agent.tls.identity=perNode: each agent makes its own certificate, so agent.tls.existingSecret, agent.tls.certManager and agent.tls.requireClientCert (one CA for all agents) do not go with it; use identity shared (or auto)" }}
+{{- end }}
+{{- if and $t.enabled (or (eq $t.identity "shared") (and (eq $t.identity "auto") $wantsCA)) }}true{{ end }}
+{{- end }}
+
+{{/* Each agent makes its own key and publishes its certificate on its pod. */}}
+{{- define "livepolicy.agent.tlsPerNode" -}}
+{{- if and .Values.agent.tls.enabled (not (include "livepolicy.agent.tlsShared" .)) }}true{{ end }}
+{{- end }}
+
 {{/* The chart makes the agent's certificate itself (no existing Secret, no cert-manager). */}}
 {{- define "livepolicy.agent.tlsGenerated" -}}
 {{- $t := .Values.agent.tls }}
-{{- if and $t.enabled (not $t.existingSecret) (not $t.certManager.enabled) }}true{{ end }}
+{{- if and (include "livepolicy.agent.tlsShared" .) (not $t.existingSecret) (not $t.certManager.enabled) }}true{{ end }}
 {{- end }}
 
 {{/* The chart makes the shared token itself (sharedToken mode, no token or Secret given). */}}
@@ -134,7 +155,9 @@ agent.generatedSecrets is everyRender.
 {{- if not (hasKey $a "__generated") }}
 {{- $t := $a.tls }}
 {{- $source := "none" }}
-{{- if $t.enabled }}
+{{- if include "livepolicy.agent.tlsPerNode" . }}
+{{- $source = "perNode" }}
+{{- else if $t.enabled }}
 {{- $source = ternary (printf "existingSecret=%s" $t.existingSecret) (ternary (printf "certManager=%s" (toJson (dict "issuerRef" $t.certManager.issuerRef "dnsNames" $t.dnsNames "ipAddresses" $t.ipAddresses))) "generated" $t.certManager.enabled) (not (empty $t.existingSecret)) }}
 {{- end }}
 {{- $out := dict "token" "" "crt" "" "key" "" "ca" "" "sans" "" "source" $source }}
