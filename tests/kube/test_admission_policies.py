@@ -231,8 +231,10 @@ def test_agent_creates_only_faithful_restored_copies(
     a, b = "lp-adm-a", "lp-adm-b"
     made: list[str] = []
     try:
-        for node in (a, b):
-            kube.create(NODES, {"metadata": {"name": node}})
+        for node in (a, b):  # the API server copies zone and region onto their pods
+            kube.create(NODES, {"metadata": {"name": node, "labels": {
+                "topology.kubernetes.io/zone": f"us-east-1{node[-1]}",
+                "topology.kubernetes.io/region": "us-east-1"}}})
         agent = kube.create(PODS, {"metadata": {"name": "agent-a"}, "spec": {
             "nodeName": a, "serviceAccountName": AGENT_SA,
             "containers": [{"name": "agent", "image": "livepolicy"}]}}, NS)
@@ -302,9 +304,13 @@ def test_agent_creates_only_faithful_restored_copies(
                 refused(lambda c=changes: create(copy_pod(a, **c)),  # type: ignore[misc]
                         baseline + what)
             # What the kubelet runtime makes is accepted, with baseline-safe extras.
-            create(copy_pod(a, spec__containers__0__securityContext={
+            made_copy = create(copy_pod(a, spec__containers__0__securityContext={
                 "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}}))
             made.append(f"web-src-{TAG}")
+            # PodTopologyLabels admission added the node's zone and region (Kubernetes
+            # >= 1.35): the policy lets them be, as on real nodes.
+            assert made_copy["metadata"]["labels"][  # type: ignore[index]
+                "topology.kubernetes.io/zone"] == "us-east-1a"
             # The commit on another node (B's copy, A the source): the parked labels and
             # owners, nothing else.
             other = f"other-{TAG}"
@@ -329,7 +335,10 @@ def test_agent_creates_only_faithful_restored_copies(
             refused(lambda: sa.patch(PODS, other, {"spec": {"activeDeadlineSeconds": 5}},
                                      SHOP), "and the metadata of restored copies")
             out = sa.patch(PODS, other, handover, SHOP)
-            assert out["metadata"]["labels"] == {"app": "web", "pod-template-hash": "abc"}
+            assert out["metadata"]["labels"] == {
+                "app": "web", "pod-template-hash": "abc",
+                "topology.kubernetes.io/zone": "us-east-1b",
+                "topology.kubernetes.io/region": "us-east-1"}
             assert "livepolicy.io/parked-labels" not in out["metadata"]["annotations"]
             refused(lambda: sa.patch(PODS, f"web-src-{TAG}", {"spec": {
                 "activeDeadlineSeconds": 5}}, SHOP), "never changes a pod's spec")
