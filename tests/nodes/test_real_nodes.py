@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+from livepolicy.agent.tls_identity import CERT_ANNOTATION
 from tests.nodes.conftest import (
     DESTINATION,
     NAMESPACE,
@@ -42,6 +45,19 @@ def test_chart_runs_on_both_nodes(chart: NodeTestEnv) -> None:
               if p["spec"].get("nodeName") == ARM_NODE or p["status"].get("phase") == "Pending"]
     assert len(on_arm) == 1
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+    # agent.tls.identity perNode: each agent made its own key and wrote its certificate,
+    # naming its node and address, on its own pod (with its pod's token, through the
+    # chart's admission policy); no TLS Secret exists.
+    certs: dict[str, str] = {}
+    for p in pods(chart, NAMESPACE, "app.kubernetes.io/component%3Dagent"):
+        if p["status"].get("phase") == "Running":
+            certs[p["spec"]["nodeName"]] = p["metadata"]["annotations"][CERT_ANNOTATION]
+    assert set(certs) == {n.name for n in NODES} and len(set(certs.values())) == 2
+    for n in NODES:
+        cert = x509.load_pem_x509_certificate(certs[n.name].encode())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.DNSName) == [n.name]
+        assert n.ip in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
 
 
 def test_arm_node_is_refused(chart: NodeTestEnv) -> None:
