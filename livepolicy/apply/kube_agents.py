@@ -89,9 +89,13 @@ def _agent_container(pod: Obj) -> tuple[Obj, int] | None:
     return None
 
 
+def _argv(container: Obj) -> list[str]:
+    return [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+
+
 def _flags(container: Obj, flag: str) -> list[str]:
     """Every value of `--flag VALUE` or `--flag=VALUE` in the container's command line."""
-    argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    argv = _argv(container)
     out = []
     for i, a in enumerate(argv):
         if a == flag and i + 1 < len(argv):
@@ -128,9 +132,7 @@ def _secret_key(pod: Obj, container: Obj, path: str) -> tuple[str, str] | None:
 def _own_certificate(pod: Obj) -> str | None:
     """The certificate a `--tls-self-signed` agent published on its pod ("" while it has
     not yet), or None for an agent of a shared CA or plain HTTP."""
-    container = (_agent_container(pod) or ({}, 0))[0]
-    argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
-    if "--tls-self-signed" not in argv:
+    if "--tls-self-signed" not in _argv((_agent_container(pod) or ({}, 0))[0]):
         return None
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     return str(annotations.get(CERT_ANNOTATION) or "")
