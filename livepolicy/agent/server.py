@@ -279,7 +279,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         self._remaining = 0
         try:
-            self._remaining = self._content_length()
+            try:
+                self._remaining = self._content_length()
+            except ApiError:
+                # Bad framing is refused, but a client without the credential learns only
+                # that it lacks one (401 first, as for everything else).
+                self._authenticate(urlsplit(self.path).path)
+                raise
             status, payload = self._dispatch()
             self._reply(status, payload)
         except ApiError as exc:

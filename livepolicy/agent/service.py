@@ -323,7 +323,7 @@ class AgentService(NodeEndpoints, CheckpointSteps, TransferSteps):
                                        memory_bytes=0, peer="", key_id="", phase="rolled_back")
                 tomb.history.append(("rolled_back", round(time.time(), 3)))
                 self.migrations.save(tomb)
-                return {"mid": mid, "phase": "unknown", "pod_state": "absent"}
+                return {**self._view(tomb), "phase": "unknown"}  # a whole status, as documented
             if rec.phase in ("committing", "committed") or rec.lazy_started:
                 raise conflict("committed", f"migration {mid} passed its commit point")
             ref = PodRef(rec.namespace, rec.name)

@@ -134,6 +134,8 @@ class ServiceCore:
             raise conflict("rolled_back", f"migration {rec.mid} was rolled back")
 
     def _pod_state(self, rec: MigrationRecord) -> tuple[str, int | None]:
+        if rec.role == "none":  # a rollback's tombstone names no pod: nothing to ask
+            return "absent", None
         pod = self.runtime.get_pod(PodRef(rec.namespace, rec.name))
         if pod is None or pod.uid != rec.uid:
             return "absent", None

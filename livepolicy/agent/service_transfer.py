@@ -44,7 +44,9 @@ class TransferSteps(ServiceCore):
         force = bool_field(body, "force", False)
         destination = body.get("destination")
         pinned = body.get("destination_certificate")
+        # PEM is ASCII; ssl refuses anything else with a TypeError (it was a 500).
         if pinned is not None and (not isinstance(pinned, str) or len(pinned) > MAX_CERT
+                                   or not pinned.isascii()
                                    or "-----BEGIN CERTIFICATE-----" not in pinned):
             raise bad_request("destination_certificate must be the destination's PEM "
                               "certificate")
