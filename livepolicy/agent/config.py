@@ -157,6 +157,10 @@ class KubeletOptions:
     containerd_address: str = "/run/containerd/containerd.sock"
     containerd_config: Path = Path("/etc/containerd/config.toml")
     kubeconfig: Path | None = None  # None: the in-cluster ServiceAccount
+    # Keep pod IPs and TCP connections (kubelet_address.py): the node's CNI IPAM is
+    # livepolicy-ipam with this data directory, and CRIU has `tcp-established`.
+    keep_address: bool = False
+    ipam_dir: Path = Path("/var/lib/cni/livepolicy")
 
     def problems(self) -> list[str]:
         out = []

@@ -48,14 +48,17 @@ def cluster() -> Iterator[NodeTestEnv]:
 def chart_values(env: NodeTestEnv) -> dict[str, Any]:
     """The chart's defaults but for what this cluster lacks: no kube-proxy (pods reach the
     apiserver at its address, not the `kubernetes` Service IP) and agent certificates
-    naming the node IPs (agents are called by IP)."""
+    naming the node IPs (agents are called by IP); and keepPodAddress, which its nodes
+    are set up for."""
     assert env.kube is not None
     port = env.kube.server.rsplit(":", 1)[1]
     api_env = [{"name": "KUBERNETES_SERVICE_HOST", "value": env.kube.address},
                {"name": "KUBERNETES_SERVICE_PORT", "value": port}]
     return {
         "agent": {"tls": {"ipAddresses": [n.ip for n in NODES]}, "extraEnv": api_env,
-                  "kubelet": {"restoreTimeoutSeconds": 30}},
+                  # One L2 segment, livepolicy-ipam on both nodes (tests/support/nodeenv.py).
+                  "kubelet": {"restoreTimeoutSeconds": 30,
+                              "keepPodAddress": {"enabled": True}}},
         "controller": {"extraEnv": api_env},
         "policies": {"files": {p.name: p.read_text() for p in sorted(POLICIES.glob("*.yaml"))}},
     }

@@ -9,8 +9,12 @@ $LIVEPOLICY_BENCH_OUT (default: none) for docs/benchmarks.md.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from tests.nodes.conftest import (
     DESTINATION,
     NAMESPACE,
     POLICIES,
+    PORT,
     SOURCE,
     PodWatch,
     Workload,
@@ -29,8 +34,9 @@ from tests.nodes.conftest import (
     livepolicy,
     plan_and_apply,
     pods,
+    wait_for,
 )
-from tests.support.nodeenv import ARM_NODE, NODES, NodeTestEnv
+from tests.support.nodeenv import ARM_NODE, IPAM_DIR, NODES, NodeTestEnv
 
 
 def test_chart_runs_on_both_nodes(chart: NodeTestEnv) -> None:
@@ -105,3 +111,78 @@ def test_live_migration_keeps_the_process(workload: Workload, tmp_path: Path) ->
     if os.environ.get("LIVEPOLICY_BENCH_OUT"):
         Path(os.environ["LIVEPOLICY_BENCH_OUT"]).write_text(json.dumps({
             "freeze_ms": out["freeze_ms"], "duration_ms": out["duration_ms"]}))
+
+
+class Client:
+    """One TCP connection from the host to the pod, a request every 50 ms, every answer
+    (or the error that ended it) recorded with its time."""
+
+    def __init__(self, ip: str) -> None:
+        self.sock = socket.create_connection((ip, PORT), timeout=5)
+        self.sock.settimeout(60)  # a retransmission may wait out the whole freeze
+        self.file = self.sock.makefile("r")
+        self.answers: list[tuple[float, str]] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        seq = 0
+        try:
+            while not self._stop.wait(0.05):
+                seq += 1
+                self.sock.sendall(f"REQ {seq}\n".encode())
+                line = self.file.readline().strip()
+                if not line:
+                    raise ConnectionError("the server closed the connection")
+                self.answers.append((time.monotonic(), line))
+        except (OSError, ConnectionError) as exc:
+            self.error = exc
+
+    def wait_answers(self, n: int) -> None:
+        wait_for(lambda: len(self.answers) >= n or self.error is not None,
+                 f"{n} answers on the connection", timeout=60)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(70)
+        self.sock.close()
+
+
+def test_live_migration_keeps_the_address_and_an_open_connection(
+        workload: Workload, tmp_path: Path) -> None:
+    """Issue 10 item 6: the copy has its source's IP (livepolicy-ipam) and a client's TCP
+    connection, sending all along, is served by the source and then by the copy: every
+    request answered once, in order, by the same process (count on, same token)."""
+    source = workload.pod()
+    ip = source["status"]["podIP"]
+    client = Client(ip)
+    try:
+        client.wait_answers(5)
+        with PodWatch(workload) as watch:
+            _, events = plan_and_apply(workload.env, tmp_path)
+        assert events[-1]["changes"]["migrated"] == 1, events[-1]
+        seen = len(client.answers)
+        client.wait_answers(seen + 5)
+    finally:
+        client.close()
+    assert client.error is None, f"{client.error!r} after {client.answers[-3:]}"
+    moved = workload.pod()
+    assert moved["spec"]["nodeName"] == DESTINATION and moved["status"]["podIP"] == ip
+    assert watch.seen == {source["metadata"]["name"], moved["metadata"]["name"]}
+    fields = [line.split() for _, line in client.answers]
+    assert {f[3] for f in fields} == {fields[0][3]}  # one process start token
+    seqs, counts = [int(f[1]) for f in fields], [int(f[2]) for f in fields]
+    assert seqs == list(range(1, len(seqs) + 1))  # each answered once, in order
+    assert counts == list(range(counts[0], counts[0] + len(counts)))  # no request lost
+    # The copy answers on the connection the source had.
+    assert workload.ask("REQ 0")[0].split()[2] == str(counts[-1] + 1)
+    gap = max(b - a for (a, _), (b, _) in itertools.pairwise(client.answers))
+    print(f"longest wait for an answer on the open connection: {gap:.2f} s "
+          f"(freeze {_outcome(events)['freeze_ms']} ms)")
+    # The source's node keeps the address off its pool while the copy has it.
+    held = workload.env.node(SOURCE).host_path(IPAM_DIR) / "held"
+    wait_for(lambda: held.is_dir() and any(
+        json.loads(p.read_text()).get("address") == ip for p in held.iterdir()),
+        "the source's node holding the moved address", timeout=60)

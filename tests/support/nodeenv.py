@@ -48,6 +48,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from livepolicy.agent.runtimes import kubelet_ipam as ipam
 from tests.support.envtest import (
     KubeTestEnv,
     KubeTestEnvError,
@@ -75,13 +76,18 @@ SUBNET = ipaddress.ip_network("198.19.240.0/24")
 API_IP = "198.19.240.1"
 ZONE, REGION, SUBNET_ID = "us-east-1a", "us-east-1", "subnet-lpnodeenv"
 START_TIMEOUT = 120.0
-#: /etc/criu/runc.conf of each node (docs/kubelet-runtime.md: what a node image needs).
-CRIU_RUNC_CONF = "network-lock nftables\n"
+#: /etc/criu/runc.conf of each node (docs/kubelet-runtime.md: what a node image needs):
+#: no iptables here, lock with nftables; dump and restore established TCP connections.
+CRIU_RUNC_CONF = "network-lock nftables\ntcp-established\n"
+#: The node's own CNI plugin directory (the chart's keepPodAddress installs livepolicy-ipam
+#: there) and that plugin's data directory (the agent's reservations).
+CNI_BIN = "/opt/cni/bin"
+IPAM_DIR = "/var/lib/cni/livepolicy"
 
 #: The per-node directories bind-mounted over the host paths in the node's mount namespace.
 HOST_PATHS = ("/etc/containerd", "/run/containerd", "/var/lib/containerd", "/var/lib/kubelet",
               "/var/lib/cni", "/etc/cni/net.d", "/var/log/pods", "/var/log/containers",
-              "/var/lib/livepolicy-agent", "/run/netns", "/etc/criu")
+              "/var/lib/livepolicy-agent", "/run/netns", "/etc/criu", CNI_BIN)
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,7 @@ state = "/run/containerd"
         BinaryName = "{node_bin / 'runc'}"
         SystemdCgroup = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = ["{node_bin}"]
+    bin_dirs = ["{node_bin}", "{CNI_BIN}"]
     conf_dir = "/etc/cni/net.d"
 
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
@@ -272,16 +278,19 @@ state = "/run/containerd"
 
 def cni_config(node: NodeSpec) -> dict[str, Any]:
     """The shared bridge, no gateway on it (that would turn ip_forward on), and this node's
-    slice of the /24; the default route points at the apiserver's address (not routed)."""
+    slice of the /24; the default route points at the apiserver's address (not routed).
+    IPAM is livepolicy-ipam around host-local: a restored copy keeps its source's address
+    on the one L2 segment (docs/kubelet-runtime.md, IP and TCP)."""
+    host_local = {"type": "host-local",
+                  "ranges": [[{"subnet": str(SUBNET), "rangeStart": node.pod_first,
+                               "rangeEnd": node.pod_last}]],
+                  "routes": [{"dst": "0.0.0.0/0", "gw": API_IP}]}
     return {
         "cniVersion": "1.0.0", "name": "livepolicy-nodeenv",
         "plugins": [{
             "type": "bridge", "bridge": BRIDGE, "isGateway": False, "ipMasq": False,
             "hairpinMode": True,
-            "ipam": {"type": "host-local",
-                     "ranges": [[{"subnet": str(SUBNET), "rangeStart": node.pod_first,
-                                  "rangeEnd": node.pod_last}]],
-                     "routes": [{"dst": "0.0.0.0/0", "gw": API_IP}]},
+            "ipam": {"type": ipam.PLUGIN, "dataDir": IPAM_DIR, "delegate": host_local},
         }],
     }
 
@@ -569,6 +578,8 @@ class NodeTestEnv:
         node.host_path("/etc/criu/runc.conf").write_text(CRIU_RUNC_CONF)
         (node.host_path("/etc/cni/net.d") / "10-livepolicy.conflist").write_text(
             json.dumps(cni_config(spec), indent=2))
+        # As a node image would have it; the chart's init container installs it again.
+        ipam.install(str(node.host_path(CNI_BIN)))
         self._node_pki(spec, conf)
         (conf / "kubelet.yaml").write_text(json.dumps(kubelet_config(spec, conf), indent=2))
 

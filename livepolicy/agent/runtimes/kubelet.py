@@ -22,8 +22,11 @@ Freeze semantics, honestly: a kubelet checkpoint does not stop the container (KE
 is mapped onto a cgroup-freezer pause right after the last container's checkpoint: what
 the pod does between its checkpoint and the pause (milliseconds to seconds) is not in the
 image and is lost at commit. Rollback loses nothing. Pre-copy is not offered (the
-kubelet API has no incremental dump) and TCP connections are not kept (the restored pod
-is a new pod with a new IP).
+kubelet API has no incremental dump). The restored pod is a new pod sandbox with a new
+IP, and a pod holding a TCP connection cannot be moved, unless the node keeps addresses
+(`addresses`, kubelet_address.py): then the source's network is cut from just before
+its checkpoint, the copy gets the source's IP from the project's CNI IPAM plugin, and
+CRIU (`tcp-established`) carries the connections over.
 
 Tested twice: fast, against a fake kubelet (real HTTPS, recorded responses), a fake `ctr`
 and the real kube-apiserver; and for real, on two kubelets with their own containerd 2.3
@@ -60,6 +63,7 @@ from livepolicy.agent.runtimes.base import (
     RoundResult,
     VerifyResult,
 )
+from livepolicy.agent.runtimes.kubelet_address import PodAddresses
 from livepolicy.agent.runtimes.kubelet_api import KubeletClient
 from livepolicy.agent.runtimes.kubelet_image import (
     ContainerdImages,
@@ -90,6 +94,7 @@ class KubeletRuntime:
                  architecture: str, checkpoint_timeout_s: int = 600,
                  restore_timeout_s: float = 120.0, fault_injection: bool = False,
                  containerd_info: ContainerdInfo | None = None,
+                 addresses: PodAddresses | None = None,
                  stop: threading.Event | None = None) -> None:
         self.node = node
         self.kubelet = kubelet
@@ -100,6 +105,7 @@ class KubeletRuntime:
         self.checkpoint_timeout_s = checkpoint_timeout_s
         self.restore_timeout_s = restore_timeout_s
         self._stop = stop or threading.Event()
+        self.addresses = addresses
         self.work = ensure_private_dir(state_dir / "kubelet")
         self._lock = threading.Lock()
         self._pod_locks = KeyedLocks()
@@ -107,14 +113,15 @@ class KubeletRuntime:
         if not self.info.restore:
             log.warning("this node cannot restore pods (destination role refused): %s",
                         self.info.reason)
+        keeps = addresses is not None
         self._features = Features(dirty_tracking=False, post_copy=False,
-                                  tcp_established=False, fault_injection=fault_injection)
+                                  tcp_established=keeps, fault_injection=fault_injection)
         self._records: dict[str, dict[str, Any]] = self._load()
         atomic_write_bytes(state_dir / CAPABILITIES_FILE, json.dumps(
             {**self.info.to_json(), "runtime": self.name, "node": node,
              "kubelet": kubelet.url, "architecture": architecture,
              "features": {"dirty_tracking": False, "post_copy": False,
-                          "tcp_established": False, "restore": self.info.restore}},
+                          "tcp_established": keeps, "restore": self.info.restore}},
             indent=1, sort_keys=True).encode())
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -188,6 +195,7 @@ class KubeletRuntime:
         return self._features
 
     def list_pods(self) -> list[PodInfo]:
+        self._sweep_addresses()
         pods = self._call(f"listing pods on {self.node}", self.api.list_on_node, self.node)
         out = []
         for pod in pods:
@@ -196,6 +204,15 @@ class KubeletRuntime:
             if info is not None:
                 out.append(info)
         return out
+
+    def _sweep_addresses(self) -> None:
+        """Releases the kept addresses of pods that moved away once no pod holds them."""
+        if self.addresses is None:
+            return
+        for container_id, address in self.addresses.held().items():
+            if not self._call(f"finding the pods with address {address}",
+                              self.api.with_address, address):
+                self.addresses.release_held(container_id)
 
     def get_pod(self, ref: PodRef) -> PodInfo | None:
         rec = self._rec(ref)
@@ -252,14 +269,23 @@ class KubeletRuntime:
                     self.ctr.resume(ids[n])
             started = time.monotonic()
             archives: dict[str, Path] = {}
+            new: dict[str, Any] = {"kind": "source", "state": "frozen", "uid": uid,
+                                   "containers": ids}
             try:
-                for n in names:
-                    path = self.kubelet.checkpoint(ref.namespace, ref.name, n,
-                                                   self.checkpoint_timeout_s)
-                    archives[n] = self._local_archive(path)
-                self._save(ref.key, {"kind": "source", "state": "frozen", "uid": uid,
-                                     "containers": ids})
-                self._freeze(ref, names, ids)
+                try:
+                    if self.addresses is not None:
+                        new["isolated"] = self.ctr.task_pid(ids[names[0]])
+                        self._save(ref.key, new)  # first: a crash still knows to lift it
+                        self.addresses.isolate(new["isolated"])
+                    for n in names:
+                        path = self.kubelet.checkpoint(ref.namespace, ref.name, n,
+                                                       self.checkpoint_timeout_s)
+                        archives[n] = self._local_archive(path)
+                    self._save(ref.key, new)
+                    self._freeze(names, ids)
+                except BaseException:
+                    self._thaw(ref, new, paused=False)  # _freeze undoes its own pauses
+                    raise
                 frozen_for = time.monotonic()
                 nbytes = ks.write_pod_stream(sink, pod, names, archives, node=self.node,
                                              architecture=self.architecture)
@@ -273,7 +299,7 @@ class KubeletRuntime:
         return RoundResult(bytes=nbytes, dirty_bytes=0, seconds=time.monotonic() - started,
                            frozen=True)
 
-    def _freeze(self, ref: PodRef, names: list[str], ids: dict[str, str]) -> None:
+    def _freeze(self, names: list[str], ids: dict[str, str]) -> None:
         paused: list[str] = []
         try:
             for n in names:
@@ -283,8 +309,15 @@ class KubeletRuntime:
             for n in paused:
                 with contextlib.suppress(ApiError):
                     self.ctr.resume(ids[n])
-            self._save(ref.key, None)
             raise
+
+    def _thaw(self, ref: PodRef, rec: dict[str, Any], *, paused: bool = True) -> None:
+        """Undo a checkpoint: unpause, give the pod its network back, forget it."""
+        for cid in (rec.get("containers") or {}).values() if paused else ():
+            self.ctr.resume(str(cid))
+        if self.addresses is not None and rec.get("isolated"):
+            self.addresses.release(int(rec["isolated"]))
+        self._save(ref.key, None)
 
     def link_delay(self, nbytes: int, slowdown: float) -> float:
         return 0.0
@@ -322,12 +355,21 @@ class KubeletRuntime:
                           for n in kp.container_names(source)}
                 body = kp.restored_pod(source, name=rec["pod"], node=self.node,
                                        images=images, mid=mid, state_sha256=sha)
+                address = (source.get("status") or {}).get("podIP")
+                if self.addresses is not None and address:
+                    rec["address"] = address
+                    self._save(ref.key, rec)  # recorded first, as the images are
+                    self.addresses.reserve(ref.namespace, rec["pod"], address)
                 self._save(ref.key, rec)
                 created = self._call(f"creating pod {ref.namespace}/{rec['pod']}",
                                      self.api.create, ref.namespace, body)
                 rec["api_uid"] = str((created.get("metadata") or {}).get("uid", ""))
                 self._save(ref.key, rec)
                 pod = self._wait_running(ref, rec)
+                if self.addresses is not None and rec.get("address"):
+                    # livepolicy-ipam gated the copy until its sockets were back: open it.
+                    cid = next(iter(kp.container_ids(pod).values()))
+                    self.addresses.release(self.ctr.task_pid(cid))
             except BaseException:
                 self._undo_restore(ref, rec)
                 raise
@@ -365,6 +407,8 @@ class KubeletRuntime:
             pod = self.api.get(ref.namespace, rec["pod"])
             if pod is not None:
                 self.api.delete(ref.namespace, rec["pod"], str(pod["metadata"]["uid"]))
+        if self.addresses is not None and rec.get("address"):
+            self.addresses.unreserve(ref.namespace, rec["pod"])
         for img in rec.get("images") or []:
             with contextlib.suppress(ApiError):
                 self.ctr.remove_image(str(img["ref"]))
@@ -382,12 +426,20 @@ class KubeletRuntime:
         ok, why = kp.is_running(pod)
         if not ok:
             return VerifyResult(False, 0, why)
+        got = (pod.get("status") or {}).get("podIP")
+        if rec.get("address") and got != rec["address"]:
+            return VerifyResult(False, 0, f"restored pod {rec['pod']} has address {got}, not "
+                                f"its source's {rec['address']}: is livepolicy-ipam the IPAM "
+                                f"of {self.node}'s CNI configuration?")
         ann = (pod.get("metadata") or {}).get("annotations") or {}
         if rec["sha256"] != state_sha256 or ann.get(kp.A_STATE) != state_sha256:
             return VerifyResult(False, 0, "pod state does not match the image")
-        # Restored: containerd no longer needs the checkpoint images (process memory).
+        # Restored: containerd no longer needs the checkpoint images (process memory), nor
+        # the plugin the reservation (the sandbox has its address).
         for img in rec.get("images") or []:
             self.ctr.remove_image(str(img["ref"]))
+        if self.addresses is not None and rec.get("address"):
+            self.addresses.unreserve(ref.namespace, rec["pod"])
         return VerifyResult(True, 0, "")
 
     # -- Runtime: both ----------------------------------------------------------------------
@@ -395,9 +447,7 @@ class KubeletRuntime:
         with self._pod_lock(ref):
             rec = self._rec(ref)
             if rec is not None and rec["kind"] == "source" and rec.get("state") == "frozen":
-                for cid in (rec.get("containers") or {}).values():
-                    self.ctr.resume(str(cid))
-                self._save(ref.key, None)
+                self._thaw(ref, rec)
             return self.get_pod(ref)
 
     def remove(self, ref: PodRef, uid: str) -> bool:
@@ -416,6 +466,11 @@ class KubeletRuntime:
             # both, and should it scale down then, the source goes first: it is the one
             # with the lowest deletion cost (and its containers are killed: not ready).
             removed = False
+            address = (pod.get("status") or {}).get("podIP") if pod is not None else None
+            if self.addresses is not None and rec is not None and rec.get("isolated") \
+                    and address:
+                # Its sandbox goes with the pod: keep its address off this node's pool.
+                self.addresses.moved(ref.namespace, ref.name, address)
             if pod is not None:
                 self._call(f"marking pod {ref.key} for removal", self.api.patch,
                            ref.namespace, ref.name, kp.LEAVING_PATCH)

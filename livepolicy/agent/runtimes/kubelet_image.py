@@ -264,5 +264,13 @@ class ContainerdImages:
             raise ApiError(500, "containerd_failed", f"ctr tasks resume {container_id} "
                            f"failed: {(res.stderr or res.stdout).strip()[-400:]}")
 
+    def task_pid(self, container_id: str) -> int:
+        """The PID (host namespace) of the container's init process: its pod's netns."""
+        for line in self._must("tasks", "ls").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == container_id and fields[1].isdigit():
+                return int(fields[1])
+        raise ApiError(409, "pod_not_running", f"container {container_id} has no task")
+
     def kill(self, container_id: str) -> None:
         self._run("tasks", "kill", "--signal", "SIGKILL", container_id)

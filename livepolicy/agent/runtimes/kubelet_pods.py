@@ -55,6 +55,8 @@ class PodApi(Protocol):
 
     def restored_from(self, namespace: str, source_uid: str) -> list[Pod]: ...
 
+    def with_address(self, address: str) -> list[Pod]: ...
+
 
 class KubePodApi:
     """`PodApi` over `KubeClient` (kubeconfig, or the agent's in-cluster ServiceAccount)."""
@@ -90,6 +92,12 @@ class KubePodApi:
     def restored_from(self, namespace: str, source_uid: str) -> list[Pod]:
         return self.client.list(PODS, namespace=namespace,
                                 label_selector=f"{RESTORED_FROM}={source_uid}").items
+
+    def with_address(self, address: str) -> list[Pod]:
+        """Pods (any namespace, not finished) that have this IP address."""
+        pods = self.client.list(PODS, field_selector=f"status.podIP={address}").items
+        return [p for p in pods if (p.get("status") or {}).get("phase")
+                not in ("Succeeded", "Failed")]
 
 
 def restored_name(name: str, mid: str) -> str:

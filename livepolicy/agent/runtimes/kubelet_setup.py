@@ -34,6 +34,12 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--containerd-address", default=d.containerd_address)
     g.add_argument("--containerd-config", type=Path, default=d.containerd_config,
                    help="read to check that CRI restore is enabled")
+    g.add_argument("--kubelet-keep-pod-address", action="store_true",
+                   help="keep a moved pod's IP and TCP connections (the node's CNI IPAM is "
+                   "livepolicy-ipam; docs/kubelet-runtime.md, IP and TCP)")
+    g.add_argument("--kubelet-ipam-dir", type=Path, default=d.ipam_dir,
+                   help=f"livepolicy-ipam's dataDir, as mounted in the agent (default "
+                   f"{d.ipam_dir})")
     g.add_argument("--kubeconfig", type=Path,
                    help="Kubernetes API access for the kubelet runtime and --auth-allow "
                    "(default: the in-cluster ServiceAccount)")
@@ -47,11 +53,13 @@ def kubelet_options(args: argparse.Namespace) -> KubeletOptions:
         checkpoint_timeout_s=args.kubelet_checkpoint_timeout,
         restore_timeout_s=args.kubelet_restore_timeout, ctr=args.ctr,
         containerd_address=args.containerd_address,
-        containerd_config=args.containerd_config, kubeconfig=args.kubeconfig)
+        containerd_config=args.containerd_config, kubeconfig=args.kubeconfig,
+        keep_address=args.kubelet_keep_pod_address, ipam_dir=args.kubelet_ipam_dir)
 
 
 def make_kubelet_runtime(config: AgentConfig, stop: threading.Event) -> Runtime:
     from livepolicy.agent.runtimes.kubelet import KubeletRuntime
+    from livepolicy.agent.runtimes.kubelet_address import PodAddresses
     from livepolicy.agent.runtimes.kubelet_api import KubeletAuth, KubeletClient
     from livepolicy.agent.runtimes.kubelet_image import ContainerdImages
     from livepolicy.agent.runtimes.kubelet_pods import KubePodApi
@@ -72,4 +80,4 @@ def make_kubelet_runtime(config: AgentConfig, stop: threading.Event) -> Runtime:
         pods=KubePodApi(client), checkpoints_dir=o.checkpoints_dir,
         architecture=config.architecture, checkpoint_timeout_s=o.checkpoint_timeout_s,
         restore_timeout_s=o.restore_timeout_s, fault_injection=config.fault_injection,
-        stop=stop)
+        addresses=PodAddresses(o.ipam_dir) if o.keep_address else None, stop=stop)
