@@ -97,6 +97,7 @@ def test_live_migration_keeps_the_process(workload: Workload, tmp_path: Path) ->
     moved = workload.pod()  # exactly one pod of the workload
     assert moved["spec"]["nodeName"] == DESTINATION
     assert moved["metadata"]["name"] != source["metadata"]["name"]
+    assert moved["status"]["podIP"] == source["status"]["podIP"]  # keepPodAddress
     owners = moved["metadata"]["ownerReferences"]
     assert owners == source["metadata"]["ownerReferences"]
     # The same process, with its memory: the count goes on, the start token is the same.

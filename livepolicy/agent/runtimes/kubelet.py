@@ -355,8 +355,8 @@ class KubeletRuntime:
                           for n in kp.container_names(source)}
                 body = kp.restored_pod(source, name=rec["pod"], node=self.node,
                                        images=images, mid=mid, state_sha256=sha)
-                address = (source.get("status") or {}).get("podIP")
-                if self.addresses is not None and address:
+                address = manifest.get("pod_ip")
+                if self.addresses is not None and isinstance(address, str) and address:
                     rec["address"] = address
                     self._save(ref.key, rec)  # recorded first, as the images are
                     self.addresses.reserve(ref.namespace, rec["pod"], address)

@@ -88,6 +88,8 @@ def write_pod_stream(sink: Sink, pod: dict[str, Any], names: list[str],
         "format": IMAGE_FORMAT, "namespace": meta.get("namespace"),
         "name": meta.get("name"), "uid": meta.get("uid"), "source_node": node,
         "architecture": architecture, "containers": entries,
+        # The address the image's sockets are bound to (kept by keepPodAddress).
+        "pod_ip": (pod.get("status") or {}).get("podIP"),
         "pod": {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels",
                                                   "annotations", "ownerReferences")
                              if k in meta},
