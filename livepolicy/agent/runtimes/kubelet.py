@@ -368,8 +368,9 @@ class KubeletRuntime:
                 pod = self._wait_running(ref, rec)
                 if self.addresses is not None and rec.get("address"):
                     # livepolicy-ipam gated the copy until its sockets were back: open it.
-                    cid = next(iter(kp.container_ids(pod).values()))
-                    self.addresses.release(self.ctr.task_pid(cid))
+                    pid = self.ctr.task_pid(next(iter(kp.container_ids(pod).values())))
+                    self.addresses.release(pid)
+                    self.addresses.announce(pid, str(rec["address"]))
             except BaseException:
                 self._undo_restore(ref, rec)
                 raise

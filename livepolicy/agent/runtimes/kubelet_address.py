@@ -12,7 +12,8 @@ Why each step, as measured on the real nodes (docs/kubelet-runtime.md, "IP and T
   IPAM of the node, kubelet_ipam.py) to give the copy's sandbox the source's address, so
   CRIU can bind the repaired sockets back (`tcp-established` in the nodes' CRIU config);
   the plugin gates the new sandbox until the copy runs, then the agent lifts the gate
-  (`release`, the same table).
+  (`release`, the same table) and announces the address from the copy (`announce`:
+  the client's neighbour entry still names the source's MAC, which answers nothing).
 - **Source, at the commit:** `moved` makes the plugin keep the address allocated on the
   source's node when the source's sandbox goes; `sweep` hands it back once no pod has it.
 
@@ -28,10 +29,13 @@ import json
 import logging
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 from livepolicy.agent.errors import ApiError
 from livepolicy.agent.runtimes import kubelet_ipam as ipam
+from livepolicy.agent.runtimes import netns
 
 log = logging.getLogger("livepolicy.agent.kubelet")
 
@@ -83,6 +87,25 @@ class PodAddresses:
         if not (self.proc / str(pid)).exists():
             return
         self._nft(pid, _RELEASE, f"restoring the network of process {pid}'s pod")
+
+    def announce(self, pid: int, address: str, ifname: str = "eth0",
+                 again: tuple[float, ...] = (0.3, 1.0, 2.0)) -> None:
+        """Gratuitous ARP from the copy, now and a few times more in the background: a
+        neighbour ignores one that comes within its locktime (1 s) of its last update."""
+        ns = self.proc / str(pid) / "ns" / "net"
+        try:
+            mac = netns.link_mac(ns, ifname)
+        except OSError as exc:
+            log.warning("cannot announce %s from process %d: %s", address, pid, exc)
+            return
+        netns.send_garp(ns, ifname, address, mac, count=1)
+
+        def repeat() -> None:
+            for delay in again:
+                time.sleep(delay)
+                netns.send_garp(ns, ifname, address, mac, count=1)
+
+        threading.Thread(target=repeat, daemon=True, name=f"garp-{address}").start()
 
     def _path(self, kind: str, name: str) -> str:
         return str(self.data_dir / kind / name)

@@ -183,8 +183,9 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    """Run `fn()` in a fresh thread that entered network namespace `name`; its result.
+def in_netns(name: str | Path, fn: Callable[[], T]) -> T:
+    """Run `fn()` in a fresh thread that entered network namespace `name` (a name under
+    /run/netns, or a namespace file such as /proc/PID/ns/net); its result.
 
     Sockets `fn` creates stay in that namespace, so the caller can go on using them.
     """
@@ -193,7 +194,8 @@ def in_netns(name: str, fn: Callable[[], T]) -> T:
     def target() -> None:
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            target_fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+            path = name if isinstance(name, Path) else netns_path(name)
+            target_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 _setns(target_fd)
                 try:
@@ -278,7 +280,18 @@ def link_running(netns: str, ifname: str) -> bool:
         return False
 
 
-def send_garp(netns: str, ifname: str, ip: str, mac: str, count: int = 2) -> None:
+SIOCGIFHWADDR = 0x8927
+
+
+def link_mac(netns: str | Path, ifname: str) -> str:
+    def read() -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            return fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, struct.pack("256s", ifname.encode()))
+
+    return ":".join(f"{b:02x}" for b in in_netns(netns, read)[18:24])
+
+
+def send_garp(netns: str | Path, ifname: str, ip: str, mac: str, count: int = 2) -> None:
     """Gratuitous ARP from `ifname`: bridges relearn where `mac` lives, neighbours its IP."""
     hw = bytes.fromhex(mac.replace(":", ""))
     addr = ipaddress.IPv4Address(ip).packed
