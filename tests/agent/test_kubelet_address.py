@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from livepolicy.agent.runtimes import kubelet_ipam as ipam
+from livepolicy.agent.runtimes import netns
 from livepolicy.agent.runtimes.kubelet_address import TABLE, PodAddresses
 from tests.support.nodeenv import NODE_BIN
 
@@ -189,3 +190,28 @@ def test_release_of_a_pod_that_is_gone_is_a_no_op(tmp_path: Path) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
     PodAddresses(tmp_path).release(gone.pid)
+
+
+def test_announce_sends_from_the_pods_own_link(tmp_path: Path, sandbox: int) -> None:
+    """The copy's gratuitous ARP: its MAC read in its namespace, frames sent there (seen
+    as transmitted packets on its eth0)."""
+    ns = f"--net=/proc/{sandbox}/ns/net"
+    for cmd in (["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"],
+                ["ip", "addr", "add", "198.19.250.7/24", "dev", "eth0"],
+                ["ip", "link", "set", "peer0", "up"], ["ip", "link", "set", "eth0", "up"]):
+        subprocess.run(["nsenter", ns, *cmd], check=True)
+
+    def sent() -> int:
+        out = subprocess.run(["nsenter", ns, "ip", "-s", "-j", "link", "show", "eth0"],
+                             capture_output=True, text=True, check=True).stdout
+        return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
+
+    link = json.loads(subprocess.run(["nsenter", ns, "ip", "-j", "link", "show", "eth0"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert netns.link_mac(Path(f"/proc/{sandbox}/ns/net"), "eth0") == link[0]["address"]
+    before = sent()
+    PodAddresses(tmp_path).announce(sandbox, "198.19.250.7", again=(0.05,))
+    deadline = time.monotonic() + 5
+    while sent() < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sent() >= before + 2
