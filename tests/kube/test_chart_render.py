@@ -410,6 +410,37 @@ def test_kubelet_agent_is_root_without_capabilities(tmp_path: Path) -> None:
     assert "tcpSocket" in c["readinessProbe"] and "tcpSocket" in c["livenessProbe"]
 
 
+def test_kubelet_agent_keeping_addresses_gets_exactly_what_that_needs(tmp_path: Path) -> None:
+    """keepPodAddress: the host PID namespace and three capabilities to cut a moved pod's
+    network, the plugin's data directory, and an init container installing the plugin
+    with nothing at all; the flags are real agent flags."""
+    ds = find(render(tmp_path, {"agent": {"kubelet": {"keepPodAddress": {"enabled": True}}}}),
+              "DaemonSet")
+    spec = pod_spec(ds)
+    assert spec["hostPID"] is True
+    (c,) = spec["containers"]
+    assert c["securityContext"]["capabilities"] == {
+        "drop": ["ALL"], "add": ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "NET_RAW"]}
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    (init,) = spec["initContainers"]
+    assert init["command"][-3:] == ["livepolicy.agent.runtimes.kubelet_ipam", "install",
+                                    "/host/cni-bin"]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    host = {v["name"]: v["hostPath"] for v in spec["volumes"] if "hostPath" in v}
+    assert host["ipam-dir"] == {"path": "/var/lib/cni/livepolicy", "type": "DirectoryOrCreate"}
+    assert host["cni-bin"] == {"path": "/opt/cni/bin", "type": "Directory"}
+    env = {"NODE_NAME": "n1", "POD_IP": "10.0.1.2", "HOST_IP": "10.0.1.9",
+           "POD_NAMESPACE": NAMESPACE, "POD_NAME": "agent-x"}
+    kubelet = kubelet_options(build_parser().parse_args(agent_args(ds, env, {})))
+    assert kubelet.keep_address and str(kubelet.ipam_dir) == "/var/lib/cni/livepolicy"
+    # Off by default, and never for the other runtimes.
+    for values in ({}, {"agent": {"runtime": "criu", "kubelet": {
+            "keepPodAddress": {"enabled": True}}}}):
+        spec = pod_spec(find(render(tmp_path, values), "DaemonSet"))
+        assert "initContainers" not in spec
+        assert "--kubelet-keep-pod-address" not in spec["containers"][0]["args"]
+
+
 def test_criu_agent_has_what_criu_needs_and_no_more(tmp_path: Path) -> None:
     ds = find(render(tmp_path, {"agent": {"runtime": "criu"}}), "DaemonSet")
     spec = pod_spec(ds)

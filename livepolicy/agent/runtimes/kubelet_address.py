@@ -19,7 +19,9 @@ Why each step, as measured on the real nodes (docs/kubelet-runtime.md, "IP and T
 
 The agent enters a pod's network namespace through /proc/PID/ns/net of one of its
 containers: host PID namespace, CAP_SYS_ADMIN (setns), CAP_NET_ADMIN (nftables),
-CAP_SYS_PTRACE (another container's namespace). The chart grants them only with
+CAP_SYS_PTRACE (another container's namespace), CAP_NET_RAW (the copy's gratuitous ARP:
+without it clients keep sending to the source's MAC until their neighbour entry
+expires, tens of seconds). The chart grants them only with
 `agent.kubelet.keepPodAddress.enabled`.
 """
 
@@ -95,10 +97,10 @@ class PodAddresses:
         ns = self.proc / str(pid) / "ns" / "net"
         try:
             mac = netns.link_mac(ns, ifname)
-        except OSError as exc:
+            netns.send_garp(ns, ifname, address, mac, count=1, quiet=False)
+        except OSError as exc:  # clients then find the copy when their entry expires
             log.warning("cannot announce %s from process %d: %s", address, pid, exc)
             return
-        netns.send_garp(ns, ifname, address, mac, count=1)
 
         def repeat() -> None:
             for delay in again:

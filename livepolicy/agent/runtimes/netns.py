@@ -291,8 +291,10 @@ def link_mac(netns: str | Path, ifname: str) -> str:
     return ":".join(f"{b:02x}" for b in in_netns(netns, read)[18:24])
 
 
-def send_garp(netns: str | Path, ifname: str, ip: str, mac: str, count: int = 2) -> None:
-    """Gratuitous ARP from `ifname`: bridges relearn where `mac` lives, neighbours its IP."""
+def send_garp(netns: str | Path, ifname: str, ip: str, mac: str, count: int = 2, *,
+              quiet: bool = True) -> None:
+    """Gratuitous ARP from `ifname`: bridges relearn where `mac` lives, neighbours its IP.
+    Best effort unless `quiet` is False (a raw socket needs CAP_NET_RAW)."""
     hw = bytes.fromhex(mac.replace(":", ""))
     addr = ipaddress.IPv4Address(ip).packed
     frame = (b"\xff" * 6 + hw + struct.pack("!H", 0x0806)
@@ -304,8 +306,11 @@ def send_garp(netns: str | Path, ifname: str, ip: str, mac: str, count: int = 2)
             for _ in range(count):
                 s.send(frame)
 
-    with contextlib.suppress(OSError):
+    try:
         in_netns(netns, send)
+    except OSError:
+        if not quiet:
+            raise
 
 
 # -- gates ---------------------------------------------------------------------------------
