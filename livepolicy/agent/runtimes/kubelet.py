@@ -264,9 +264,11 @@ class KubeletRuntime:
             rec = self._rec(ref)
             if rec is not None and rec.get("state") == "frozen":
                 # Checkpointed before but never recorded by the agent (a crash): the
-                # kubelet checkpoints running containers, so thaw and take a fresh one.
+                # kubelet checkpoints running containers, so thaw and take a fresh one
+                # (a crash before the pause left them running: nothing to thaw).
                 for n in names:
-                    self.ctr.resume(ids[n])
+                    with contextlib.suppress(ApiError):
+                        self.ctr.resume(ids[n])
             started = time.monotonic()
             archives: dict[str, Path] = {}
             new: dict[str, Any] = {"kind": "source", "state": "frozen", "uid": uid,
