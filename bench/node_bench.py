@@ -109,7 +109,9 @@ def markdown(r: dict[str, Any]) -> list[str]:
         "kubelet: a podserver Deployment pod moved between the two real kubelets of "
         "[node-testenv.md](node-testenv.md) by `plan --cluster kube` + `apply` through the "
         "chart's agents (kubelet checkpoint API, sealed transfer, checkpoint image, CRI "
-        "restore, a new pod object, hand-over); criu: the lab's small pod moved by the "
+        "restore, a new pod object, hand-over; keepPodAddress on: the source's network "
+        "cut from before its checkpoint, the copy with the source's IP through "
+        "livepolicy-ipam); criu: the lab's small pod moved by the "
         "`criu` runtime in the same run (stop-and-copy with a client streaming).",
         "",
         "| runtime | moves | freeze (median) | total (median) |",
