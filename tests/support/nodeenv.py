@@ -82,7 +82,7 @@ CRIU_RUNC_CONF = "network-lock nftables\ntcp-established\n"
 #: The node's own CNI plugin directory (the chart's keepPodAddress installs livepolicy-ipam
 #: there) and that plugin's data directory (the agent's reservations).
 CNI_BIN = "/opt/cni/bin"
-IPAM_DIR = "/var/lib/cni/livepolicy"
+IPAM_DIR = ipam.DEFAULT_DATA_DIR
 
 #: The per-node directories bind-mounted over the host paths in the node's mount namespace.
 HOST_PATHS = ("/etc/containerd", "/run/containerd", "/var/lib/containerd", "/var/lib/kubelet",

@@ -315,8 +315,9 @@ class KubeletRuntime:
 
     def _thaw(self, ref: PodRef, rec: dict[str, Any], *, paused: bool = True) -> None:
         """Undo a checkpoint: unpause, give the pod its network back, forget it."""
-        for cid in (rec.get("containers") or {}).values() if paused else ():
-            self.ctr.resume(str(cid))
+        if paused:
+            for cid in (rec.get("containers") or {}).values():
+                self.ctr.resume(str(cid))
         if self.addresses is not None and rec.get("isolated"):
             self.addresses.release(int(rec["isolated"]))
         self._save(ref.key, None)
@@ -360,9 +361,9 @@ class KubeletRuntime:
                 address = manifest.get("pod_ip")
                 if self.addresses is not None and isinstance(address, str) and address:
                     rec["address"] = address
-                    self._save(ref.key, rec)  # recorded first, as the images are
-                    self.addresses.reserve(ref.namespace, rec["pod"], address)
-                self._save(ref.key, rec)
+                self._save(ref.key, rec)  # first: a crash still knows what to undo
+                if self.addresses is not None and rec.get("address"):
+                    self.addresses.reserve(ref.namespace, rec["pod"], rec["address"])
                 created = self._call(f"creating pod {ref.namespace}/{rec['pod']}",
                                      self.api.create, ref.namespace, body)
                 rec["api_uid"] = str((created.get("metadata") or {}).get("uid", ""))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -42,11 +41,9 @@ from livepolicy.agent.runtimes import netns
 log = logging.getLogger("livepolicy.agent.kubelet")
 
 TABLE = ipam.GATE_TABLE
-_ISOLATE = f"""add table inet {TABLE}
-flush table inet {TABLE}
-add chain inet {TABLE} in {{ type filter hook input priority -300; policy drop; }}
+# The plugin's gate (inbound) plus outbound and ARP: the same table, lifted by `release`.
+_ISOLATE = ipam.GATE + f"""\
 add chain inet {TABLE} out {{ type filter hook output priority -300; policy drop; }}
-add rule inet {TABLE} in iifname "lo" accept
 add rule inet {TABLE} out oifname "lo" accept
 add table arp {TABLE}
 flush table arp {TABLE}
@@ -126,7 +123,7 @@ class PodAddresses:
         """Container id -> address, of the addresses kept for pods that moved away."""
         out: dict[str, str] = {}
         held = self.data_dir / "held"
-        for entry in sorted(os.listdir(held)) if held.is_dir() else []:
+        for entry in ipam.list_dir(str(held)):
             text = ipam.read_file(str(held / entry))
             try:
                 address = json.loads(text or "{}").get("address")

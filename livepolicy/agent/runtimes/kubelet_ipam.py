@@ -90,6 +90,11 @@ def remove_file(path: str) -> None:
         os.unlink(path)
 
 
+def list_dir(path: str) -> list[str]:
+    """The sorted entries of a directory the agent or this plugin may not have made yet."""
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
 def _cni_args() -> dict[str, str]:
     pairs = (kv.split("=", 1) for kv in os.environ.get("CNI_ARGS", "").split(";") if "=" in kv)
     return {k: v for k, v in pairs}
@@ -120,7 +125,7 @@ def _delegate(conf: Conf, command: str | None = None,
 def _release(conf: Conf, data: str) -> None:
     """Hand back the held addresses the agent released (best effort: retried next call)."""
     released = os.path.join(data, "released")
-    for cid in sorted(os.listdir(released)) if os.path.isdir(released) else []:
+    for cid in list_dir(released):
         held = read_file(os.path.join(data, "held", cid))
         if held is not None:
             ifname = json.loads(held).get("ifname", "eth0")
@@ -191,11 +196,9 @@ def handle(conf: Conf, command: str) -> Conf | None:
     elif command == "GC":
         # The runtime lists the attachments it knows; the held ones are ours to keep.
         keep = conf.setdefault("cni.dev/valid-attachments", [])
-        for name in os.listdir(os.path.join(data, "held")) if os.path.isdir(
-                os.path.join(data, "held")) else []:
-            keep.append({"containerID": name,
-                         "ifname": json.loads(read_file(os.path.join(data, "held", name))
-                                              or "{}").get("ifname", "eth0")})
+        for name in list_dir(os.path.join(data, "held")):
+            entry = json.loads(read_file(os.path.join(data, "held", name)) or "{}")
+            keep.append({"containerID": name, "ifname": entry.get("ifname", "eth0")})
     rc, out = _delegate(conf)
     if rc != 0:
         sys.stdout.buffer.write(out)
