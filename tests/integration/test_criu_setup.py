@@ -31,9 +31,12 @@ POD_PORT = 7070
 
 # The "pod": a counter that also pings itself over an established TCP connection and tells
 # its state to anyone who connects. `token` is random per start, so a restart (instead of a
-# restore) cannot go unnoticed.
+# restore) cannot go unnoticed. Its tracebacks go to the file named by argv[1]: fd 2 stays
+# /dev/null, which unshare also writes to after the dump (a shared, growing log file would
+# fail CRIU's size check on restore).
 COUNTER_PROGRAM = f"""
-import os, socket, time
+import os, socket, sys, time
+sys.stderr = open(sys.argv[1], "w", buffering=1)
 addr = ({POD_ADDR!r}, {POD_PORT})
 token = os.urandom(8).hex()
 srv = socket.socket()
@@ -172,39 +175,63 @@ class Pod:
     def in_netns(self, *cmd: str) -> list[str]:
         return ["nsenter", f"--net={self.netns_path}", *cmd]
 
-    def start_counter(self) -> None:
+    def start_counter(self, log: Path, timeout: float = 30) -> None:
+        """Start the counter and wait until it answers.
+
+        The wait is long because a loaded two-CPU CI machine can take seconds to start
+        Python; a counter that exits fails at once, with its traceback from `log`."""
         self.launcher = subprocess.Popen(
             self.in_netns(
-                "unshare", "--pid", "--fork", "setsid", sys.executable, "-c", COUNTER_PROGRAM
+                "unshare",
+                "--pid",
+                "--fork",
+                "setsid",
+                sys.executable,
+                "-c",
+                COUNTER_PROGRAM,
+                str(log),
             ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         children = Path(f"/proc/{self.launcher.pid}/task/{self.launcher.pid}/children")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                pids = children.read_text().split()
-                if pids:
-                    self.host_pid = int(pids[0])
-                    return
+        deadline = time.monotonic() + timeout
+        while not self.host_pid:
+            with contextlib.suppress(OSError, IndexError):
+                self.host_pid = int(children.read_text().split()[0])
+            self._fail_if_exited(log)
+            if time.monotonic() > deadline:
+                pytest.fail("counter process did not start")
             time.sleep(0.02)
-        pytest.fail("counter process did not start")
+        while isinstance(last := self._ask(), str):
+            self._fail_if_exited(log)
+            if time.monotonic() > deadline:
+                state = _proc_state(self.host_pid)
+                pytest.fail(f"counter {state} does not answer after {timeout:.0f}s: {last}")
+            time.sleep(0.05)
+
+    def _fail_if_exited(self, log: Path) -> None:
+        assert self.launcher is not None
+        if (rc := self.launcher.poll()) is not None:
+            pytest.fail(f"counter exited with rc={rc} before answering:\n{_log_tail(log)}")
+
+    def _ask(self) -> CounterState | str:
+        """The counter's state, or why it did not answer."""
+        res = _run(self.in_netns(sys.executable, "-c", QUERY_PROGRAM), check=False, timeout=10)
+        if res.returncode == 0 and res.stdout.strip():
+            count, echoes, pid, token = res.stdout.split()
+            return CounterState(int(count), int(echoes), int(pid), token)
+        err_lines = res.stderr.strip().splitlines()
+        return err_lines[-1] if err_lines else f"rc={res.returncode}"
 
     def query(self, timeout: float = 5) -> CounterState:
         deadline = time.monotonic() + timeout
-        last = ""
-        while True:
-            res = _run(self.in_netns(sys.executable, "-c", QUERY_PROGRAM), check=False, timeout=10)
-            if res.returncode == 0 and res.stdout.strip():
-                count, echoes, pid, token = res.stdout.split()
-                return CounterState(int(count), int(echoes), int(pid), token)
-            err_lines = res.stderr.strip().splitlines()
-            last = err_lines[-1] if err_lines else f"rc={res.returncode}"
+        while isinstance(last := self._ask(), str):
             if time.monotonic() > deadline:
                 pytest.fail(f"pod {self.name} does not answer: {last}")
             time.sleep(0.05)
+        return last
 
     def cleanup(self) -> None:
         pids = _run(["ip", "netns", "pids", self.name], check=False).stdout.split()
@@ -232,6 +259,16 @@ def pod() -> Iterator[Pod]:
         assert not Path(p.netns_path).exists(), f"netns {p.name} not removed"
 
 
+def _proc_state(pid: int) -> str:
+    """`pid (state) wchan=...`, to tell a slow start from a stuck one in a failure."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} ({state}) wchan={wchan or '-'}"
+
+
 def _log_tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -244,7 +281,7 @@ def test_dump_restore_keeps_counter_and_tcp(criu: Path, pod: Pod, tmp_path: Path
     images.mkdir()
     pidfile = tmp_path / "restored.pid"
 
-    pod.start_counter()
+    pod.start_counter(tmp_path / "counter.err")
     before = pod.query()
     assert before.pid_in_ns == 1, "the counter should be PID 1 of its own pid namespace"
     time.sleep(0.2)
