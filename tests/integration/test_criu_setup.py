@@ -180,17 +180,9 @@ class Pod:
 
         The wait is long because a loaded two-CPU CI machine can take seconds to start
         Python; a counter that exits fails at once, with its traceback from `log`."""
+        counter = [sys.executable, "-c", COUNTER_PROGRAM, str(log)]
         self.launcher = subprocess.Popen(
-            self.in_netns(
-                "unshare",
-                "--pid",
-                "--fork",
-                "setsid",
-                sys.executable,
-                "-c",
-                COUNTER_PROGRAM,
-                str(log),
-            ),
+            self.in_netns("unshare", "--pid", "--fork", "setsid", *counter),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -204,34 +196,29 @@ class Pod:
             if time.monotonic() > deadline:
                 pytest.fail("counter process did not start")
             time.sleep(0.02)
-        while isinstance(last := self._ask(), str):
-            self._fail_if_exited(log)
-            if time.monotonic() > deadline:
-                state = _proc_state(self.host_pid)
-                pytest.fail(f"counter {state} does not answer after {timeout:.0f}s: {last}")
-            time.sleep(0.05)
+        self.query(max(deadline - time.monotonic(), 0), starting=log)
 
     def _fail_if_exited(self, log: Path) -> None:
         assert self.launcher is not None
         if (rc := self.launcher.poll()) is not None:
             pytest.fail(f"counter exited with rc={rc} before answering:\n{_log_tail(log)}")
 
-    def _ask(self) -> CounterState | str:
-        """The counter's state, or why it did not answer."""
-        res = _run(self.in_netns(sys.executable, "-c", QUERY_PROGRAM), check=False, timeout=10)
-        if res.returncode == 0 and res.stdout.strip():
-            count, echoes, pid, token = res.stdout.split()
-            return CounterState(int(count), int(echoes), int(pid), token)
-        err_lines = res.stderr.strip().splitlines()
-        return err_lines[-1] if err_lines else f"rc={res.returncode}"
-
-    def query(self, timeout: float = 5) -> CounterState:
+    def query(self, timeout: float = 5, starting: Path | None = None) -> CounterState:
+        """The counter's state; `starting` (its log) while it has yet to answer once."""
         deadline = time.monotonic() + timeout
-        while isinstance(last := self._ask(), str):
+        while True:
+            res = _run(self.in_netns(sys.executable, "-c", QUERY_PROGRAM), check=False, timeout=10)
+            if res.returncode == 0 and res.stdout.strip():
+                count, echoes, pid, token = res.stdout.split()
+                return CounterState(int(count), int(echoes), int(pid), token)
+            err_lines = res.stderr.strip().splitlines()
+            last = err_lines[-1] if err_lines else f"rc={res.returncode}"
+            if starting is not None:
+                self._fail_if_exited(starting)
             if time.monotonic() > deadline:
-                pytest.fail(f"pod {self.name} does not answer: {last}")
+                who = f"counter {_proc_state(self.host_pid)}" if starting else f"pod {self.name}"
+                pytest.fail(f"{who} does not answer: {last}")
             time.sleep(0.05)
-        return last
 
     def cleanup(self) -> None:
         pids = _run(["ip", "netns", "pids", self.name], check=False).stdout.split()
